@@ -1,0 +1,125 @@
+"""``jobs/capture``: turn pending motion events into image sets.
+
+Owns the transitions ``events/new -> events/active -> events/done`` and the
+publication of alarm sets into ``sets/ready``. All of it happens under the
+``capture`` lock, for two reasons: two jobs started at once (path unit and
+cron) must never capture the same event twice, and a V4L2 camera cannot be
+opened by two captures at the same time anyway. Under the lock nothing in
+``events/active`` belongs to a live process, so the start-up scan returns it
+to ``events/new``: a run killed at any instant loses no event.
+
+Events closer together than ``cooldown_s`` become one capture. An alarm set's
+ID is derived from its first event, so a run killed after publishing a set
+but before marking its events done does not capture them again.
+
+After releasing the lock the job hands the new sets to the encrypt step, so
+the plaintext images spend as little time on disk as possible.
+"""
+
+import logging
+import time
+
+from . import events, imageset
+from .faults import checkpoint
+from .errors import SeccamError
+from .spool import TMP_MAX_AGE_S, Spool, SpoolFormatError
+
+log = logging.getLogger("seccam.capture")
+
+# A capture job started while another holds the cameras waits this long: a
+# capture takes seconds; longer means something is stuck and cron comes back.
+LOCK_WAIT_S = 120
+DAY = 86400
+
+
+def process(config, spool, now=time.time):
+    """Capture every pending event; return the list of published set paths."""
+    spool.ensure()
+    published = []
+    with spool.lock("capture", timeout_s=LOCK_WAIT_S):
+        recovered = spool.recover("events.active", "events.new")
+        if recovered:
+            log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
+        spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
+        spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
+        while True:
+            claimed = _claim_all(spool)
+            if not claimed:
+                break
+            checkpoint("capture.claimed")
+            for group in events.coalesce(claimed, config.sensors.cooldown_s):
+                set_id = group[0]["_path"].name.removesuffix(".json") + "-alarm"
+                if imageset.exists(spool, set_id):
+                    log.info("set=%s already captured; marking events done", set_id)
+                else:
+                    path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now())
+                    published.append(path)
+                    checkpoint("capture.published")
+                for ev in group:
+                    spool.move(ev["_path"], "events.done")
+                    log.info("event=%s state=events.done set=%s", ev["_path"].name, set_id)
+                    checkpoint("capture.event-done")
+        _prune_done(config, spool, now())
+    return published
+
+
+def _claim_all(spool):
+    claimed = []
+    for path in spool.items("events.new"):
+        mine = spool.claim(path, "events.active")
+        if mine is None:  # another job got it first
+            continue
+        try:
+            event = events.load(mine)
+        except (SpoolFormatError, OSError) as exc:
+            spool.set_aside(mine, f"unreadable motion event: {exc}")
+            log.error("event=%s state=corrupt reason=%r", mine.name, str(exc))
+            continue
+        event["_path"] = mine
+        claimed.append(event)
+    return claimed
+
+
+def _prune_done(config, spool, now):
+    """Processed events are history for status and heartbeats; keep events_keep_days of it."""
+    limit = now - config.events_keep_days * DAY
+    for path in spool.items("events.done"):
+        try:
+            if path.stat().st_mtime < limit:
+                spool.remove(path)
+        except FileNotFoundError:
+            continue
+
+
+def hand_to_encrypt(config, spool):
+    """Encrypt what was captured, now. A failure here is not a capture failure:
+    the set waits in sets/ready and jobs/send retries it."""
+    try:
+        from . import encrypt
+    except ImportError:  # pragma: no cover - only before the encrypt step exists
+        return 0
+    try:
+        encrypt.process(config, spool)
+    except SeccamError as exc:
+        log.warning("encrypt deferred to jobs/send: %s", exc)
+        return exc.exit_code
+    return 0
+
+
+def work(config, args):
+    spool = Spool(config.spool_dir)
+    published = process(config, spool)
+    if published and not args.no_encrypt:
+        return hand_to_encrypt(config, spool)
+    return 0
+
+
+def _add_arguments(parser):
+    parser.add_argument("--no-encrypt", action="store_true",
+                        help="only capture; leave the sets in sets/ready (jobs/send encrypts them)")
+
+
+def main(argv=None):
+    from .runtime import job_main
+    return job_main("seccam-capture", "Capture every pending motion event from every camera.",
+                    work, argv, _add_arguments)

@@ -1,0 +1,81 @@
+"""``seccam status``: what a person inspecting the spool wants to know."""
+
+HELP = "show queues, last motion and capture, camera and poller health, free disk"
+
+_LABELS = {
+    "events.new": "motion events waiting for capture",
+    "events.active": "motion events being captured",
+    "sets.ready": "image sets waiting for encryption",
+    "sets.active": "image sets being encrypted",
+    "sets.held": "image sets held (see reasons)",
+    "outbox.new": "encrypted messages waiting to be sent",
+    "outbox.active": "messages being sent",
+    "outbox.deferred": "messages deferred (will retry)",
+    "outbox.failed": "messages failed (need you)",
+    "corrupt": "items set aside (need you)",
+}
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _age(seconds):
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds}s"
+
+
+def render(snap):
+    out = [f"spool {snap['spool']}"]
+    p = snap["poller"]
+    if p["alive"]:
+        out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
+    else:
+        out.append(f"poller      NOT RUNNING (last seen {p['last_seen'] or 'never'})")
+    out.append(f"last motion    {snap['last_motion'] or 'never'}")
+    out.append(f"last capture   {snap['last_capture'] or 'never'}")
+    out.append(f"last heartbeat {snap['last_heartbeat'] or 'never'}")
+    out.append("cameras:")
+    for name, cam in snap["cameras"].items():
+        if cam.get("ok") is None:
+            out.append(f"  {name:12} not tried yet")
+        elif cam["ok"]:
+            out.append(f"  {name:12} ok at {cam['time']} ({cam.get('seconds', 0):g}s)")
+        else:
+            out.append(f"  {name:12} FAILED at {cam['time']}: {cam.get('error')}"
+                       f" (last ok {cam.get('last_ok') or 'never'})")
+    out.append("queues:")
+    for state, info in snap["queues"].items():
+        age = f", oldest {_age(info['oldest_age_s'])}" if "oldest_age_s" in info else ""
+        out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{age}")
+        for item, reason in (info.get("reasons") or {}).items():
+            out.append(f"      {item}: {reason}")
+    for change in snap.get("key_changes") or []:
+        if "error" in change:
+            out.append(f"keys: {change['error']}")
+        else:
+            out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
+                       f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
+                       f"{change.get('fingerprint')}")
+    d = snap["disk"]
+    if d:
+        out.append(f"free disk   {d['free_bytes'] / 1e9:.2f} GB of {d['total_bytes'] / 1e9:.2f} GB "
+                   f"({d['free_percent']:g} %)")
+    return "\n".join(out)
+
+
+def run(args, config):
+    import json
+
+    from ..health import snapshot
+    from ..spool import Spool
+
+    snap = snapshot(config, Spool(config.spool_dir))
+    print(json.dumps(snap, indent=1, sort_keys=True) if args.json else render(snap))
+    return 0

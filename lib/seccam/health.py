@@ -1,0 +1,151 @@
+"""What the spool says about the camera's health, for ``seccam status`` and heartbeats.
+
+Read-only: this module derives everything from the spool's directories and
+stamps and writes nothing, so it is safe to run at any moment, as any user
+who can read the spool.
+"""
+
+import calendar
+import os
+import shutil
+import time
+
+from . import events
+
+QUEUES = ("events.new", "events.active", "sets.ready", "sets.active", "sets.held",
+          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt")
+# The poller refreshes its stamp every liveness_s; this many missed refreshes mean it is down.
+POLLER_GRACE = 3
+
+
+def name_time(name):
+    """The creation time encoded at the start of a spool item's name, or None."""
+    try:
+        return calendar.timegm(time.strptime(name[:15], "%Y%m%dT%H%M%S")) + int(name[16:22]) / 1e6
+    except (ValueError, IndexError):
+        return None
+
+
+def _queue(spool, state, now):
+    items = spool.items(state)
+    info = {"count": len(items)}
+    times = [t for t in (name_time(p.name) for p in items) if t is not None]
+    if times:
+        info["oldest_age_s"] = round(now - min(times), 1)
+    if state in ("sets.held", "outbox.failed", "corrupt"):
+        info["reasons"] = {p.name: spool.read_reason(p) or "no reason recorded" for p in items[:20]}
+    return info
+
+
+def poller(config, spool, now):
+    stamp = spool.read_state("poller") or {}
+    seen = spool.state_mtime("poller")
+    if seen is None:
+        return {"alive": False, "last_seen": None}
+    age = now - seen
+    return {"alive": age <= POLLER_GRACE * config.sensors.liveness_s, "last_seen": events.iso(seen),
+            "age_s": round(age, 1), "started": stamp.get("started"), "pid": stamp.get("pid")}
+
+
+def disk(spool):
+    try:
+        usage = shutil.disk_usage(spool.root)
+    except OSError:
+        return None
+    return {"free_bytes": usage.free, "total_bytes": usage.total,
+            "free_percent": round(100.0 * usage.free / usage.total, 1) if usage.total else 0.0}
+
+
+def events_since(spool, since):
+    count = 0
+    for state in ("events.new", "events.active", "events.done"):
+        for path in spool.items(state):
+            t = name_time(path.name)
+            if t is not None and (since is None or t > since):
+                count += 1
+    return count
+
+
+def last_motion(spool):
+    newest = None
+    for state in ("events.new", "events.active", "events.done"):
+        items = spool.items(state)
+        if items:
+            t = name_time(items[-1].name)
+            if t is not None and (newest is None or t > newest):
+                newest = t
+    return newest
+
+
+def key_problems(config):
+    """Recipient key changes waiting for the owner, if the key store exists yet."""
+    try:
+        from . import keys
+    except ImportError:  # pragma: no cover - before the key store exists
+        return []
+    try:
+        return keys.pending_changes(config)
+    except Exception as exc:  # status must show what it can, whatever a sub-report does
+        return [{"error": f"cannot read key store: {exc}"}]
+
+
+def snapshot(config, spool, now=None, with_keys=True):
+    now = time.time() if now is None else now
+    motion = last_motion(spool)
+    cams = spool.read_state("cameras") or {}
+    captured = [c.get("time") for c in cams.values() if isinstance(c, dict) and c.get("time")]
+    heartbeat = spool.read_state("heartbeat") or {}
+    snap = {
+        "time": events.iso(now),
+        "spool": str(spool.root),
+        "queues": {state: _queue(spool, state, now) for state in QUEUES},
+        "last_motion": events.iso(motion) if motion else None,
+        "last_capture": max(captured) if captured else None,
+        "last_heartbeat": heartbeat.get("time"),
+        "cameras": {cam.name: cams.get(cam.name, {"ok": None}) for cam in config.cameras},
+        "poller": poller(config, spool, now),
+        "disk": disk(spool),
+    }
+    if with_keys:
+        snap["key_changes"] = key_problems(config)
+    return snap
+
+
+def _bytes(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000
+    return None  # pragma: no cover
+
+
+def summary_text(snap, since_count=None, results=None):
+    """The short health text a heartbeat carries."""
+    lines = []
+    if results is not None:
+        cams = ", ".join(f"{r.camera} ok" if r.ok else f"{r.camera} FAILED ({r.error})" for r in results)
+    else:
+        cams = ", ".join(f"{n} {'ok' if c.get('ok') else 'FAILED' if c.get('ok') is False else 'not tried'}"
+                         for n, c in snap["cameras"].items())
+    lines.append(f"Cameras: {cams or 'none configured'}.")
+    p = snap["poller"]
+    lines.append("Motion sensors: watching." if p["alive"] else
+                 f"Motion sensors: NOT RUNNING (last seen {p['last_seen'] or 'never'}).")
+    if since_count is not None:
+        lines.append(f"Motion events since the last heartbeat: {since_count}.")
+    q = snap["queues"]
+    waiting = sum(q[s]["count"] for s in ("outbox.new", "outbox.active", "outbox.deferred"))
+    lines.append(f"Messages waiting to be sent: {waiting}.")
+    for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside")):
+        if q[state]["count"]:
+            lines.append(f"{label.capitalize()}: {q[state]['count']} (see seccam status).")
+    for change in snap.get("key_changes") or []:
+        if "error" in change:
+            lines.append(f"Key store: {change['error']}.")
+        else:
+            lines.append(f"Key change waiting for {change.get('address')}: new key {change.get('fingerprint')} "
+                         f"(accept on the camera with: seccam keys accept ADDRESS FINGERPRINT).")
+    d = snap["disk"]
+    if d:
+        lines.append(f"Free disk: {_bytes(d['free_bytes'])} ({d['free_percent']:g} %).")
+    return "\n".join(lines)

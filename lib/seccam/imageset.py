@@ -1,0 +1,87 @@
+"""Image sets: one capture of every camera, published as ``sets/ready/<ID>.set/``.
+
+This module owns the set format that the encrypt step consumes (docs/spool.md):
+a directory holding ``meta.json`` and, per camera that worked, ``NAME.jpg``
+and ``NAME.preview.jpg``. A set is built in ``tmp/`` and renamed into
+``sets/ready`` complete, so no reader ever sees half a set.
+
+It also keeps ``state/cameras.json``, the last result of every camera (for
+``seccam status`` and the heartbeat); only the capture and heartbeat jobs
+write it, and they do so under the capture lock.
+"""
+
+import logging
+import time
+
+from . import camera, events
+from .faults import checkpoint
+
+log = logging.getLogger("seccam.imageset")
+
+VERSION = 1
+SET_SUFFIX = ".set"
+META = "meta.json"
+
+
+def set_name(set_id):
+    return set_id + SET_SUFFIX
+
+
+def capture(config, spool, kind, set_id, event_list=(), health=None, now=None):
+    """Capture every camera and publish the set; return ``(set_path, results)``.
+
+    ``health(results)`` (heartbeats) returns the health summary, computed after
+    the capture so that it includes this capture's camera results.
+    """
+    now = time.time() if now is None else now
+    tmp = spool.make_tmp_dir(SET_SUFFIX)
+    results = camera.capture_all(config.cameras, tmp)
+    meta = {
+        "version": VERSION,
+        "kind": kind,
+        "id": set_id,
+        "created": events.iso(now),
+        "events": [{k: v for k, v in ev.items() if not k.startswith("_") and k != "ts"} for ev in event_list],
+        "cameras": [r.as_meta() for r in results],
+    }
+    if health is not None:
+        meta["health"] = health(results)
+    import json
+    with open(tmp / META, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1, sort_keys=True)
+    checkpoint("imageset.built")
+    path = spool.publish(tmp, "sets.ready", set_name(set_id))
+    record_camera_state(spool, results, now)
+    for r in results:
+        if r.ok:
+            log.info("camera=%s set=%s ok seconds=%.2f", r.camera, set_id, r.seconds)
+        else:
+            log.warning("camera=%s set=%s failed error=%r", r.camera, set_id, r.error)
+    log.info("set=%s kind=%s state=sets.ready cameras_ok=%d cameras_failed=%d", set_id, kind,
+             sum(r.ok for r in results), sum(not r.ok for r in results))
+    return path, results
+
+
+def record_camera_state(spool, results, now):
+    previous = spool.read_state("cameras") or {}
+    state = {}
+    for r in results:
+        entry = {"ok": r.ok, "time": events.iso(now), "seconds": round(r.seconds, 3)}
+        old = previous.get(r.camera) if isinstance(previous.get(r.camera), dict) else {}
+        if r.ok:
+            entry["last_ok"] = entry["time"]
+        else:
+            entry["error"] = r.error
+            if old.get("last_ok"):
+                entry["last_ok"] = old["last_ok"]
+        state[r.camera] = entry
+    spool.write_state("cameras", state)
+
+
+def exists(spool, set_id):
+    """True if a set or any message made from it is still somewhere in the pipeline."""
+    for state in ("sets.ready", "sets.active", "sets.held",
+                  "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed"):
+        if any(p.name.startswith(set_id) for p in spool.items(state)):
+            return True
+    return False

@@ -1,0 +1,119 @@
+"""Capturing with the real fswebcam: validation, parallelism, timeouts, failures reported by camera."""
+
+import os
+import time
+
+import pytest
+
+from seccam import camera, config
+
+BASE = 'spool_dir = "/tmp/s"\nstate_dir = "/tmp/t"\n'
+
+
+def cams(text):
+    return config.parse(BASE + text).cameras
+
+
+def test_validate_jpeg(tmp_path):
+    good = tmp_path / "g.jpg"
+    good.write_bytes(b"\xff\xd8\xff\xe0" + b"x" * 100 + b"\xff\xd9\x00\x00")
+    assert camera.validate_jpeg(good) is None
+    cases = {"missing.jpg": None, "empty.jpg": b"", "png.jpg": b"\x89PNG\r\n" + b"x" * 10,
+             "cut.jpg": b"\xff\xd8\xff\xe0" + b"x" * 100}
+    reasons = {}
+    for name, data in cases.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        reasons[name] = camera.validate_jpeg(tmp_path / name)
+    assert reasons == {"missing.jpg": "no image written", "empty.jpg": "empty image file",
+                       "png.jpg": "not a JPEG (bad magic)", "cut.jpg": "truncated JPEG (no end marker)"}
+    assert camera.validate_jpeg(tmp_path).startswith("cannot read image")
+
+
+def test_one_capture_gives_full_and_preview(tmp_path):
+    [r] = camera.capture_all(cams('[[camera]]\nname = "a"\ndevice = "test"\nresolution = "640x480"\n'
+                                  'preview_resolution = "160x120"\n'), tmp_path)
+    assert r.ok and r.full.name == "a.jpg" and r.preview.name == "a.preview.jpg"
+    # JPEG SOF0 carries height and width; check the preview really is scaled.
+    data = r.preview.read_bytes()
+    sof = data.index(b"\xff\xc0")
+    assert (int.from_bytes(data[sof + 5:sof + 7], "big"), int.from_bytes(data[sof + 7:sof + 9], "big")) == (120, 160)
+    meta = r.as_meta()
+    assert meta["ok"] and meta["bytes"] == r.full.stat().st_size and meta["preview"] == "a.preview.jpg"
+
+
+def test_stale_file_from_an_earlier_capture_never_passes(tmp_path):
+    """Debian's fswebcam exits 0 and leaves an old output untouched when the capture fails."""
+    stale = tmp_path / "gone.jpg"
+    stale.write_bytes(b"\xff\xd8\xff" + b"old" + b"\xff\xd9")
+    (tmp_path / "gone.preview.jpg").write_bytes(stale.read_bytes())
+    [r] = camera.capture_all(cams('[[camera]]\nname = "gone"\ndevice = "/dev/video-none"\n'), tmp_path)
+    assert not r.ok and r.error.startswith("no image written")
+    assert "stat: No such file or directory" in r.error
+    assert not stale.exists()
+
+
+def test_broken_camera_does_not_block_the_others(tmp_path):
+    results = camera.capture_all(cams(
+        '[[camera]]\nname = "a"\ndevice = "test"\n'
+        '[[camera]]\nname = "b"\ndevice = "/dev/video-none"\n'
+        '[[camera]]\nname = "c"\ndevice = "raw:/dev/urandom"\npalette = "YUYV"\nresolution = "720x540"\n'), tmp_path)
+    assert [(r.camera, r.ok) for r in results] == [("a", True), ("b", False), ("c", True)]
+    assert results[2].full.stat().st_size > 200_000  # a realistic noise JPEG
+
+
+def test_hanging_camera_times_out_while_others_finish(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening a FIFO without a writer blocks fswebcam for ever
+    started = time.monotonic()
+    results = camera.capture_all(cams(
+        f'[[camera]]\nname = "hang"\ndevice = "raw:{fifo}"\npalette = "RGB24"\nresolution = "320x240"\n'
+        'timeout_s = 1.5\n[[camera]]\nname = "ok"\ndevice = "test"\n'), tmp_path)
+    elapsed = time.monotonic() - started
+    assert [(r.camera, r.ok) for r in results] == [("hang", False), ("ok", True)]
+    assert results[0].error == "timed out after 1.5 s"
+    assert elapsed < 10
+
+
+def test_cameras_run_in_parallel(tmp_path):
+    """Four hanging cameras with a 1 s timeout finish in about 1 s, not 4."""
+    text = ""
+    for i in range(4):
+        fifo = tmp_path / f"f{i}"
+        os.mkfifo(fifo)
+        text += f'[[camera]]\nname = "c{i}"\ndevice = "raw:{fifo}"\npalette = "RGB24"\ntimeout_s = 1\n'
+    started = time.monotonic()
+    results = camera.capture_all(cams(text), tmp_path)
+    assert not any(r.ok for r in results)
+    assert time.monotonic() - started < 3.5
+
+
+def test_missing_program_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    [r] = camera.capture_all(cams('[[camera]]\nname = "a"\ndevice = "test"\n'), tmp_path)
+    assert (r.ok, r.error) == (False, "fswebcam not installed")
+    assert r.as_meta() == {"name": "a", "ok": False, "error": "fswebcam not installed", "seconds": 0.0}
+
+
+def test_unwritable_output_is_a_failure_not_a_crash(tmp_path):
+    [r] = camera.capture_all(cams('[[camera]]\nname = "a"\ndevice = "test"\n'), tmp_path / "no" / "dir")
+    assert not r.ok and "no image written" in r.error
+
+
+def test_fswebcam_command_line():
+    [cam] = cams('[[camera]]\nname = "a"\ndevice = "v4l2:/dev/video1"\nresolution = "1920x1080"\nskip = 10\n'
+                 'palette = "MJPEG"\nquality = 90\n')
+    cmd = camera.fswebcam_command(cam, "F.jpg", "P.jpg")
+    assert cmd[:3] == ["fswebcam", "--quiet", "--no-banner"]
+    assert cmd[cmd.index("--device") + 1] == "v4l2:/dev/video1" and cmd[cmd.index("--palette") + 1] == "MJPEG"
+    assert cmd.index("F.jpg") < cmd.index("--scale") < cmd.index("P.jpg")
+    assert cmd[cmd.index("--skip") + 1] == "10" and cmd[cmd.index("--resolution") + 1] == "1920x1080"
+
+
+@pytest.mark.parametrize("stderr, rc, expected", [
+    (b"\x1b[31mstat: No such file\x1b[0m\n", 0, "stat: No such file"),
+    (b"", 3, "exit 3"),
+    (b"a\nb\nc\n", 1, "exit 1: b; c"),
+])
+def test_reason_text(stderr, rc, expected):
+    assert camera._reason(stderr, rc) == expected

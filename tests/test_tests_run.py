@@ -1,0 +1,106 @@
+"""tests/run installs only missing Debian packages, and keeps daemons from
+starting while it does.
+
+The functions of tests/run are loaded into a bash driver (everything but its
+last line, `main "$@"`), with apt-get replaced by a stub on PATH that logs
+its arguments and whether the policy-rc.d guard was in place.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers.shell import run_bash
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+DRIVER = """\
+set -euo pipefail
+source <(sed '$d' {run})
+APT_PACKAGES=({packages})
+{call}
+"""
+
+APT_GET_STUB = """\
+#!/bin/bash
+{{
+  printf 'apt-get %s\\n' "$*"
+  if [[ -x /usr/sbin/policy-rc.d ]]; then
+    /usr/sbin/policy-rc.d cron start && echo "policy=0" || echo "policy=$?"
+  else
+    echo "policy=absent"
+  fi
+  echo "frontend=${{DEBIAN_FRONTEND:-}}"
+}} >>{log}
+"""
+
+
+def _drive(tmp_path, packages, call, stub_text=APT_GET_STUB):
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir(exist_ok=True)
+    log = tmp_path / "apt.log"
+    stub = stub_dir / "apt-get"
+    stub.write_text(stub_text.format(log=log))
+    stub.chmod(0o755)
+    driver = tmp_path / "driver.bash"
+    driver.write_text(DRIVER.format(run=REPO / "tests" / "run",
+                                    packages=" ".join(packages), call=call))
+    env = dict(os.environ, PATH=f"{stub_dir}:{os.environ['PATH']}")
+    result = run_bash(driver, env=env)
+    return result, (log.read_text() if log.exists() else "")
+
+
+def test_missing_packages_lists_only_packages_not_installed(tmp_path):
+    result, _ = _drive(tmp_path, ["bash", "seccam-no-such-package", "coreutils"],
+                       "missing_packages")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["seccam-no-such-package"]
+
+
+def test_nothing_missing_means_apt_get_is_not_called(tmp_path):
+    result, log = _drive(tmp_path, ["bash", "coreutils"], "ensure_apt_packages")
+    assert result.returncode == 0, result.stderr
+    assert log == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing needs root")
+@pytest.mark.skipif(POLICY_RC_D.exists(), reason="this machine has its own policy-rc.d")
+def test_missing_package_is_installed_with_daemons_blocked(tmp_path):
+    result, log = _drive(tmp_path, ["bash", "seccam-no-such-package"],
+                         "ensure_apt_packages")
+    assert result.returncode == 0, result.stderr
+    assert log.splitlines() == [
+        "apt-get update -qq", "policy=101", "frontend=noninteractive",
+        "apt-get install -y -qq --no-install-recommends seccam-no-such-package",
+        "policy=101", "frontend=noninteractive",
+    ]
+    assert not POLICY_RC_D.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing needs root")
+@pytest.mark.skipif(POLICY_RC_D.exists(), reason="this machine has its own policy-rc.d")
+def test_policy_rc_d_is_removed_when_apt_get_fails(tmp_path):
+    # As in main: the EXIT trap cleans up after abort's exit 1.
+    result, _ = _drive(tmp_path, ["seccam-no-such-package"],
+                       "trap cleanup EXIT\nensure_apt_packages",
+                       stub_text="#!/bin/sh\nexit 100\n")
+    assert result.returncode == 1
+    assert "Failed during: apt-get update" in result.stderr
+    assert not POLICY_RC_D.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing needs root")
+@pytest.mark.skipif(POLICY_RC_D.exists(), reason="this machine has its own policy-rc.d")
+def test_an_existing_policy_rc_d_is_left_alone(tmp_path):
+    POLICY_RC_D.write_text("#!/bin/sh\n# someone else's\nexit 101\n")
+    try:
+        POLICY_RC_D.chmod(0o755)
+        result, log = _drive(tmp_path, ["seccam-no-such-package"],
+                             "trap cleanup EXIT\nensure_apt_packages")
+        assert result.returncode == 0, result.stderr
+        assert "policy=101" in log
+        assert "someone else's" in POLICY_RC_D.read_text()
+    finally:
+        POLICY_RC_D.unlink()

@@ -1,0 +1,111 @@
+"""The systemd units in lib/systemd/system pass `systemd-analyze verify`.
+
+This machine has no systemd as PID 1, but verify works offline on a copy:
+each test builds a throw-away root with Debian's own units (for targets such
+as sysinit.target), our units under /etc/systemd/system as install.sh puts
+them, and the programs they start under /opt/seccam. systemd-analyze exits 0
+on warnings, so any output on stderr is a failure.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_DIR = REPO / "lib" / "systemd" / "system"
+UNITS = sorted(p.name for p in UNIT_DIR.iterdir() if p.suffix in (".service", ".path"))
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+def _unit_options(path):
+    """The unit file as {section: {key: [values...]}} (keys may repeat)."""
+    sections = {}
+    current = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def _exec_paths(unit):
+    service = _unit_options(UNIT_DIR / unit).get("Service", {})
+    paths = []
+    for key in ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecStop", "ExecReload"):
+        for value in service.get(key, []):
+            # Drop systemd's prefixes (-, @, :, +, !) and the arguments.
+            paths.append(value.lstrip("-@:+!").split()[0])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def unit_root(tmp_path_factory):
+    """A root directory in which systemd-analyze can verify our units."""
+    root = tmp_path_factory.mktemp("root")
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    etc_units = root / "etc/systemd/system"
+    etc_units.mkdir(parents=True)
+    for unit in UNITS:
+        shutil.copy2(UNIT_DIR / unit, etc_units / unit)
+
+    opt = root / "opt/seccam"
+    for sub in ("bin", "jobs"):
+        if (REPO / sub).is_dir():
+            shutil.copytree(REPO / sub, opt / sub, symlinks=True)
+    for unit in UNITS:
+        for program in _exec_paths(unit):
+            target = root / program.lstrip("/")
+            if not target.exists():
+                # Not written yet in the repo (e.g. jobs/send comes with the
+                # encrypted-delivery issue): a stub in the temporary root only,
+                # so that verify checks the rest of the unit.
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("#!/bin/sh\n# stub created by tests/test_units.py\nexit 0\n")
+            target.chmod(0o755)
+    return root
+
+
+def test_there_are_units_to_verify():
+    assert {"seccam-poller.service", "seccam-capture.path", "seccam-capture.service",
+            "seccam-send.path", "seccam-send.service"} <= set(UNITS)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_passes_systemd_analyze_verify_without_warnings(unit_root, unit):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={unit_root}", unit],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.endswith(".service")])
+def test_service_runs_as_seccam_with_its_programs_under_opt(unit):
+    service = _unit_options(UNIT_DIR / unit)["Service"]
+    assert service["User"] == ["seccam"]
+    assert service.get("NoNewPrivileges") == ["yes"]
+    assert service.get("ProtectSystem") == ["strict"]
+    for program in _exec_paths(unit):
+        assert program.startswith("/opt/seccam/"), program
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.endswith(".path")])
+def test_path_unit_starts_the_service_of_the_same_name(unit):
+    options = _unit_options(UNIT_DIR / unit)["Path"]
+    assert options["Unit"] == [unit.replace(".path", ".service")]
+    assert (UNIT_DIR / options["Unit"][0]).is_file()
+    [directory] = options["DirectoryNotEmpty"]
+    assert directory.startswith("/var/spool/seccam/") and directory.endswith("/new")
+
