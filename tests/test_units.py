@@ -97,8 +97,11 @@ def test_service_runs_as_seccam_with_its_programs_under_opt(unit):
     assert service["User"] == ["seccam"]
     assert service.get("NoNewPrivileges") == ["yes"]
     assert service.get("ProtectSystem") == ["strict"]
+    for value in service["ExecStart"]:
+        assert value.split()[0].startswith("/opt/seccam/"), value
     for program in _exec_paths(unit):
-        assert program.startswith("/opt/seccam/"), program
+        # Only our own programs and /bin/kill (ExecReload sends SIGHUP).
+        assert program.startswith("/opt/seccam/") or program == "/bin/kill", program
 
 
 @pytest.mark.parametrize("unit", [u for u in UNITS if u.endswith(".path")])

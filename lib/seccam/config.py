@@ -115,6 +115,8 @@ class Config:
     account: Account | None
     delivery: Delivery
     events_keep_days: int = 7
+    spool_budget_mb: float | None = None
+    min_free_mb: float | None = None
 
     def camera(self, name):
         for cam in self.cameras:
@@ -312,17 +314,20 @@ class _Validator:
 
     # -- sections ---------------------------------------------------------
     def config(self, data, mode):
-        self.check_keys(data, "", {"spool_dir", "state_dir", "events_keep_days",
+        self.check_keys(data, "", {"spool_dir", "state_dir", "events_keep_days", "spool_budget_mb", "min_free_mb",
                                    "sensors", "camera", "account", "delivery"})
         spool_dir = self.get(data, "", "spool_dir", "path", Path("/var/spool/seccam"))
         state_dir = self.get(data, "", "state_dir", "path", Path("/var/lib/seccam"))
         keep = self.get(data, "", "events_keep_days", "int", 7, minimum=0, maximum=3650)
+        budget = self.get(data, "", "spool_budget_mb", "float", None, minimum=1, maximum=10**7)
+        min_free = self.get(data, "", "min_free_mb", "float", None, minimum=0, maximum=10**7)
         sensors = self.sensors(self.table(data, "sensors"))
         cameras = self.cameras(data.get("camera", []))
         account = self.account(data["account"], mode) if "account" in data else None
         delivery = self.delivery(self.table(data, "delivery"))
         return Config(path=self.path, spool_dir=spool_dir, state_dir=state_dir, sensors=sensors,
-                      cameras=cameras, account=account, delivery=delivery, events_keep_days=keep)
+                      cameras=cameras, account=account, delivery=delivery, events_keep_days=keep,
+                      spool_budget_mb=budget, min_free_mb=min_free)
 
     def table(self, data, key):
         value = data.get(key, {})
