@@ -239,3 +239,10 @@ def test_status_shows_poller_liveness_and_reasons(config_path, run):
     os.utime(spool.dir("state") / "poller.json", (old, old))
     out = run("bin/seccam", "status", config=config_path).stdout
     assert "poller      NOT RUNNING (last seen" in out
+
+
+def test_config_option_works_before_and_after_the_subcommand(config_path, run):
+    for args in (("--config", config_path, "trigger"), ("trigger", "--config", config_path)):
+        res = run("bin/seccam", *args)
+        assert res.returncode == 0 and "motion event recorded" in res.stdout
+    assert len(Spool(config.load(config_path).spool_dir).items("events.new")) == 2

@@ -31,7 +31,7 @@ def build_parser():
     for name in _command_names():
         module = importlib.import_module(f"seccam.commands.{name}")
         cmd = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
-        runtime.add_common_arguments(cmd)
+        runtime.add_common_arguments(cmd, subcommand=True)
         module.add_arguments(cmd)
         cmd.set_defaults(module=module)
     return parser

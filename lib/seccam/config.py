@@ -319,7 +319,7 @@ class _Validator:
         spool_dir = self.get(data, "", "spool_dir", "path", Path("/var/spool/seccam"))
         state_dir = self.get(data, "", "state_dir", "path", Path("/var/lib/seccam"))
         keep = self.get(data, "", "events_keep_days", "int", 7, minimum=0, maximum=3650)
-        budget = self.get(data, "", "spool_budget_mb", "float", None, minimum=1, maximum=10**7)
+        budget = self.get(data, "", "spool_budget_mb", "float", None, minimum=0.1, maximum=10**7)
         min_free = self.get(data, "", "min_free_mb", "float", None, minimum=0, maximum=10**7)
         sensors = self.sensors(self.table(data, "sensors"))
         cameras = self.cameras(data.get("camera", []))

@@ -10,10 +10,14 @@ It also keeps ``state/cameras.json``, the last result of every camera (for
 write it, and they do so under the capture lock.
 """
 
+import errno
+import json
 import logging
+import shutil
 import time
 
-from . import camera, events
+from . import budget, camera, events
+from .errors import DiskFullError
 from .faults import checkpoint
 
 log = logging.getLogger("seccam.imageset")
@@ -34,8 +38,18 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None):
     the capture so that it includes this capture's camera results.
     """
     now = time.time() if now is None else now
+    needed = budget.room_for(config.cameras)
+    budget.make_room(config, spool, needed, now)
+    free = shutil.disk_usage(spool.root).free
+    if free < needed:
+        raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
+                            f"{needed // 1000} kB; the event stays queued")
     tmp = spool.make_tmp_dir(SET_SUFFIX)
     results = camera.capture_all(config.cameras, tmp)
+    if not all(r.ok for r in results) and shutil.disk_usage(spool.root).free < needed:
+        # The disk filled up during the capture: images are truncated, not missing.
+        spool.remove(tmp)
+        raise DiskFullError(f"spool {spool.root} filled up during the capture; the event stays queued")
     meta = {
         "version": VERSION,
         "kind": kind,
@@ -46,11 +60,17 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None):
     }
     if health is not None:
         meta["health"] = health(results)
-    import json
-    with open(tmp / META, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1, sort_keys=True)
-    checkpoint("imageset.built")
-    path = spool.publish(tmp, "sets.ready", set_name(set_id))
+    try:
+        with open(tmp / META, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True)
+        checkpoint("imageset.built")
+        path = spool.publish(tmp, "sets.ready", set_name(set_id))
+    except OSError as exc:
+        spool.remove(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"spool {spool.root} is full while writing set {set_id}; "
+                                "the event stays queued") from None
+        raise
     record_camera_state(spool, results, now)
     for r in results:
         if r.ok:

@@ -89,10 +89,14 @@ def run(prog, func, argv=None):
         return EX_SOFTWARE
 
 
-def add_common_arguments(parser):
+def add_common_arguments(parser, subcommand=False):
+    """``--config`` and ``--verbose``. On a subcommand they default to SUPPRESS so
+    that ``seccam --config X trigger`` keeps the X given before the subcommand."""
+    import argparse
+    extra = {"default": argparse.SUPPRESS} if subcommand else {}
     parser.add_argument("--config", metavar="PATH",
-                        help="configuration file (default: $SECCAM_CONFIG or /etc/seccam/seccam.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr at debug level")
+                        help="configuration file (default: $SECCAM_CONFIG or /etc/seccam/seccam.toml)", **extra)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr at debug level", **extra)
 
 
 def job_main(prog, description, work, argv=None, add_arguments=None):

@@ -1,0 +1,455 @@
+"""The recipient key store: which OpenPGP key the camera encrypts to, per address.
+
+It owns ``STATE_DIR/keys/`` (one JSON record per address, replaced atomically:
+temporary file + fsync + rename in the same directory + directory fsync),
+``STATE_DIR/recipients.json`` (addresses that joined after set-up, e.g. by
+onboarding) and the recipients' public keys in the GnuPG keyring (through
+seccam.gpg, which it imports only when a key must be read or imported, so
+``pending_changes`` for ``seccam status`` never starts gpg).
+
+Rules it keeps:
+
+* Only recipients have keys here: addresses in ``[delivery] recipients`` or
+  joined ones (:func:`recipients`); anything else is refused by name.
+* Pinning: the first key seen for an address is pinned. A different key is
+  never adopted silently; it is recorded as *pending* (fingerprint, source,
+  first/last seen) and adopted only by a person on the device
+  (``seccam keys accept`` or ``seccam keys import --replace``) or when it
+  arrives in a message signed by the pinned key (``offer(..., signed_by=)``).
+  Delta Chat files a chat by key, and a forged mail must not redirect alarms.
+* Offers carry a date (``when``, the Autocrypt effective date); an offer older
+  than the newest one already considered for the address is ignored.
+
+Record format (``keys/<address>.json``)::
+
+    {"version": 1, "address": "owner@example.org", "fingerprint": "ABCD...",
+     "source": "vcard:owner.vcf", "pinned": "2026-11-25T19:11:00Z", "last_seen": "..." | null,
+     "pending": [{"fingerprint", "source", "first_seen", "last_seen", "count", "keydata" (base64)}],
+     "history": [{"fingerprint", "pinned", "until", "why"}]}
+
+Pending keys stay out of the keyring (their key data is in the record) so gpg
+can never pick them up by accident.
+"""
+
+import base64
+import contextlib
+import datetime as _dt
+import enum
+import fcntl
+import json
+import logging
+import os
+import secrets
+import time
+import urllib.parse
+from pathlib import Path
+
+from .errors import DataError, TemporaryError
+
+log = logging.getLogger("seccam.keys")
+
+VERSION = 1
+KEYS_DIR = "keys"
+RECIPIENTS_FILE = "recipients.json"
+# A flood of forged mail must not grow a record without bound; the oldest pending go first.
+MAX_PENDING = 5
+_LOCK_TIMEOUT_S = 30
+
+
+class Outcome(enum.StrEnum):
+    """What an offer or import did (logged, and shown by ``seccam keys import``)."""
+
+    PINNED = "pinned"          # first key for the address
+    UNCHANGED = "unchanged"    # the pinned key again (refreshed in the keyring)
+    PENDING = "pending"        # a different key, recorded for a person to decide
+    ADOPTED = "adopted"        # a different key, accepted on the device or signed by the pinned key
+    REPLACED = "replaced"      # manual import with replace=True
+    STALE = "stale"            # dated before what was already seen for the address
+
+
+class NotRecipientError(DataError):
+    """The address is not one the camera sends to."""
+
+
+def _iso(ts):
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ts(text):
+    return _dt.datetime.fromisoformat(text).timestamp() if text else None
+
+
+def normalize(address):
+    address = (address or "").strip().lower()
+    if address.count("@") != 1 or address.startswith("@") or address.endswith("@") or any(
+            c.isspace() or c in "<>\"(),;:/\\" for c in address):
+        raise DataError(f"not an e-mail address: {address!r}")
+    return address
+
+
+# -- recipients -----------------------------------------------------------------
+def _recipients_path(state_dir):
+    return Path(state_dir) / RECIPIENTS_FILE
+
+
+def _joined(state_dir):
+    path = _recipients_path(state_dir)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); fix or remove it") from None
+    entries = obj.get("recipients", []) if isinstance(obj, dict) else []
+    return [e["address"] for e in entries if isinstance(e, dict) and isinstance(e.get("address"), str)]
+
+
+def recipients(config):
+    """Every address the camera sends to: the configured ones, then joined ones."""
+    out = list(config.delivery.recipients)
+    for address in _joined(config.state_dir):
+        if address not in out:
+            out.append(address)
+    return tuple(out)
+
+
+def allowed(config, address):
+    try:
+        return normalize(address) in recipients(config)
+    except DataError:
+        return False
+
+
+def add_recipient(config, address, now=None):
+    """Record that ``address`` joined (onboarding); return False if it already was a recipient."""
+    address = normalize(address)
+    if address in recipients(config):
+        return False
+    now = time.time() if now is None else now
+    store = KeyStore(config.state_dir)
+    with store.lock():
+        path = _recipients_path(config.state_dir)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            obj = {"version": VERSION, "recipients": []}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable ({exc}); fix or remove it") from None
+        obj.setdefault("recipients", []).append({"address": address, "added": _iso(now)})
+        _atomic_write(path, obj)
+    log.info("event=recipient_added address=%s", address)
+    return True
+
+
+# -- the store ------------------------------------------------------------------
+def open_store(config, gpg=None):
+    """The store of ``config``, allowing its recipients (configured and joined)."""
+    return KeyStore(config.state_dir, allowed=lambda address: allowed(config, address), gpg=gpg)
+
+
+def pending_changes(config):
+    """Pending key changes for ``seccam status`` and the heartbeat (no gpg involved)."""
+    return KeyStore(config.state_dir).pending_changes()
+
+
+def _atomic_write(path, obj):
+    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
+
+
+class KeyStore:
+    """Recipient keys under ``state_dir``. ``allowed(address) -> bool`` says who may
+    have a key (default: nobody can be added; reading always works)."""
+
+    def __init__(self, state_dir, allowed=None, gpg=None):
+        self.state_dir = Path(state_dir)
+        self.dir = self.state_dir / KEYS_DIR
+        self._allowed = allowed or (lambda address: False)
+        self._gpg = gpg
+
+    def __repr__(self):
+        return f"KeyStore({str(self.state_dir)!r})"
+
+    @property
+    def gpg(self):
+        if self._gpg is None:
+            from .gpg import Gpg, home_for
+            self._gpg = Gpg(home_for(self.state_dir))
+        return self._gpg
+
+    def allowed(self, address):
+        return bool(self._allowed(address))
+
+    # -- files ----------------------------------------------------------------
+    def _path(self, address):
+        return self.dir / (urllib.parse.quote(address, safe="@.+-_") + ".json")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Serialise read-modify-write of records (the inbox job and a person may both write)."""
+        self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            deadline = time.monotonic() + _LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TemporaryError(f"key store {self.dir} is locked by another process") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read(self, path):
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable key record ({exc}); fix or remove it") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("address"), str):
+            raise DataError(f"{path}: not a key record")
+        obj.setdefault("pending", [])
+        obj.setdefault("history", [])
+        return obj
+
+    def record(self, address):
+        """The record of ``address`` (a dict as in the module docstring) or None."""
+        return self._read(self._path(normalize(address)))
+
+    def records(self):
+        """Every readable record, by address; unreadable ones are logged and skipped."""
+        out = []
+        try:
+            names = sorted(os.listdir(self.dir))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            try:
+                rec = self._read(self.dir / name)
+            except DataError as exc:
+                log.warning("event=key_record_unreadable path=%s error=%r", self.dir / name, str(exc))
+                continue
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def _save(self, rec):
+        _atomic_write(self._path(rec["address"]), rec)
+
+    # -- checks ---------------------------------------------------------------
+    def _check_address(self, address):
+        address = normalize(address)
+        if not self.allowed(address):
+            raise NotRecipientError(f"{address} is not a recipient of this camera (add it to [delivery] "
+                                    "recipients in the configuration first)")
+        return address
+
+    def check_key(self, keydata):
+        """The KeyInfo of the one public key in ``keydata``; DataError if it is not exactly
+        one public key that can encrypt."""
+        from .gpg import GpgError
+        try:
+            keys = self.gpg.scan(keydata)
+        except GpgError as exc:
+            raise DataError(f"no usable OpenPGP public key: {exc}") from None
+        if any(k.secret for k in keys):
+            raise DataError("the key data holds a SECRET key; a recipient's key must be public "
+                            "(the camera's own key is restored with `seccam keys restore`)")
+        if len(keys) != 1:
+            raise DataError(f"the key data holds {len(keys)} keys ({', '.join(k.fingerprint for k in keys)}); "
+                            "expected one")
+        if not keys[0].can_encrypt:
+            raise DataError(f"key {keys[0].fingerprint} cannot encrypt (no valid encryption subkey: "
+                            f"expired, revoked or signing-only)")
+        return keys[0]
+
+    def _import(self, keydata, fpr):
+        imported = self.gpg.import_keys(keydata)
+        if fpr not in imported:
+            from .gpg import GpgError
+            raise GpgError("import", f"expected key {fpr}, gpg imported {', '.join(imported)}")
+
+    @staticmethod
+    def _adopt(rec, fpr, source, now, why):
+        if rec.get("fingerprint"):
+            rec["history"].append({"fingerprint": rec["fingerprint"], "pinned": rec.get("pinned"),
+                                   "until": _iso(now), "why": why})
+        rec["fingerprint"] = fpr
+        rec["source"] = source
+        rec["pinned"] = _iso(now)
+        rec["pending"] = [p for p in rec["pending"] if p["fingerprint"] != fpr]
+
+    @staticmethod
+    def _add_pending(rec, fpr, keydata, source, seen):
+        for entry in rec["pending"]:
+            if entry["fingerprint"] == fpr:
+                entry["last_seen"] = max(entry["last_seen"], _iso(seen))
+                entry["count"] = entry.get("count", 1) + 1
+                entry["keydata"] = base64.b64encode(keydata).decode("ascii")
+                entry["source"] = source
+                return
+        rec["pending"].append({"fingerprint": fpr, "source": source, "first_seen": _iso(seen),
+                               "last_seen": _iso(seen), "count": 1,
+                               "keydata": base64.b64encode(keydata).decode("ascii")})
+        rec["pending"].sort(key=lambda p: p["first_seen"])
+        del rec["pending"][:-MAX_PENDING]
+
+    def _new_record(self, address):
+        return {"version": VERSION, "address": address, "fingerprint": None, "source": None, "pinned": None,
+                "last_seen": None, "pending": [], "history": []}
+
+    # -- changes --------------------------------------------------------------
+    def offer(self, address, keydata, source, signed_by=None, when=None, now=None):
+        """A key for ``address`` seen in mail (Autocrypt, gossip, Secure-Join...).
+
+        Pins a first key; the pinned key again is UNCHANGED; a different key is
+        ADOPTED only if ``signed_by`` (the verified signer of the message that
+        carried it) is the pinned key, else PENDING. ``when`` is the message's
+        effective date: an offer older than the newest one seen is STALE.
+        Raises NotRecipientError, DataError (bad key data), GpgError.
+        """
+        from .gpg import check_fingerprint
+        address = self._check_address(address)
+        now = time.time() if now is None else now
+        seen = now if when is None else when
+        signed_by = check_fingerprint(signed_by) if signed_by else None
+        keydata = bytes(keydata)
+        info = self.check_key(keydata)
+        fpr = info.fingerprint
+        with self.lock():
+            rec = self.record(address) or self._new_record(address)
+            last = _ts(rec.get("last_seen"))
+            if when is not None and last is not None and when < last:
+                outcome = Outcome.STALE
+            elif not rec.get("fingerprint"):
+                self._import(keydata, fpr)
+                self._adopt(rec, fpr, source, now, "first key")
+                outcome = Outcome.PINNED
+            elif fpr == rec["fingerprint"]:
+                self._import(keydata, fpr)  # may carry a new encryption subkey or expiry
+                outcome = Outcome.UNCHANGED
+            elif signed_by is not None and signed_by == rec["fingerprint"]:
+                self._import(keydata, fpr)
+                self._adopt(rec, fpr, source, now, f"new key signed by the pinned key ({source})")
+                outcome = Outcome.ADOPTED
+            else:
+                self._add_pending(rec, fpr, keydata, source, seen)
+                outcome = Outcome.PENDING
+            if outcome is not Outcome.STALE:
+                if when is not None:
+                    rec["last_seen"] = _iso(max(when, last or when))
+                self._save(rec)
+        level = logging.WARNING if outcome is Outcome.PENDING else logging.INFO
+        log.log(level, "event=key_offer outcome=%s address=%s fingerprint=%s source=%s pinned=%s",
+                outcome, address, fpr, source, rec.get("fingerprint"))
+        return outcome
+
+    def import_key(self, address, keydata, source, replace=False, now=None):
+        """A key a person imports on the device (trusted): pins a first key, and
+        replaces a different pinned key only with ``replace=True`` (else PENDING)."""
+        address = self._check_address(address)
+        now = time.time() if now is None else now
+        keydata = bytes(keydata)
+        info = self.check_key(keydata)
+        fpr = info.fingerprint
+        with self.lock():
+            rec = self.record(address) or self._new_record(address)
+            if not rec.get("fingerprint"):
+                self._import(keydata, fpr)
+                self._adopt(rec, fpr, source, now, "first key")
+                outcome = Outcome.PINNED
+            elif fpr == rec["fingerprint"]:
+                self._import(keydata, fpr)
+                outcome = Outcome.UNCHANGED
+            elif replace:
+                self._import(keydata, fpr)
+                self._adopt(rec, fpr, source, now, f"replaced on the device ({source})")
+                outcome = Outcome.REPLACED
+            else:
+                self._add_pending(rec, fpr, keydata, source, now)
+                outcome = Outcome.PENDING
+            self._save(rec)
+        log.info("event=key_import outcome=%s address=%s fingerprint=%s source=%s", outcome, address, fpr, source)
+        return outcome
+
+    def accept(self, address, fingerprint, now=None):
+        """Adopt the pending key ``fingerprint`` for ``address`` (a person decided)."""
+        from .gpg import check_fingerprint
+        address = self._check_address(address)
+        fpr = check_fingerprint(fingerprint)
+        now = time.time() if now is None else now
+        with self.lock():
+            rec = self.record(address)
+            if rec is None:
+                raise DataError(f"no key is recorded for {address}")
+            if rec.get("fingerprint") == fpr:
+                return Outcome.UNCHANGED
+            entry = next((p for p in rec["pending"] if p["fingerprint"] == fpr), None)
+            if entry is None:
+                known = ", ".join(p["fingerprint"] for p in rec["pending"]) or "none"
+                raise DataError(f"{fpr} is not a pending key of {address} (pending: {known})")
+            self._import(base64.b64decode(entry["keydata"]), fpr)
+            self._adopt(rec, fpr, entry["source"], now, "accepted on the device")
+            self._save(rec)
+        log.info("event=key_accepted address=%s fingerprint=%s", address, fpr)
+        return Outcome.ADOPTED
+
+    # -- queries ----------------------------------------------------------------
+    def pending_changes(self):
+        """``[{"address", "pinned", "fingerprint", "source", "first_seen", "last_seen", "count"}]``."""
+        out = []
+        for rec in self.records():
+            for p in rec["pending"]:
+                out.append({"address": rec["address"], "pinned": rec.get("fingerprint"),
+                            "fingerprint": p["fingerprint"], "source": p.get("source"),
+                            "first_seen": p.get("first_seen"), "last_seen": p.get("last_seen"),
+                            "count": p.get("count", 1)})
+        return out
+
+    def encryption_fingerprints(self, addresses):
+        """``{address: fingerprint}`` for the addresses whose pinned key is in the
+        keyring and can encrypt now (not expired or revoked)."""
+        pinned = {}
+        for address in addresses:
+            try:
+                rec = self.record(address)
+            except DataError as exc:
+                log.warning("event=key_record_unreadable address=%s error=%r", address, str(exc))
+                continue
+            if rec and rec.get("fingerprint"):
+                pinned[normalize(address)] = rec["fingerprint"]
+        if not pinned:
+            return {}
+        usable = {k.fingerprint for k in self.gpg.list_keys(fingerprints=sorted(set(pinned.values())))
+                  if k.can_encrypt}
+        return {a: f for a, f in pinned.items() if f in usable}
+
+    def missing(self, addresses):
+        """The addresses without a usable pinned key (messages to them are held)."""
+        have = self.encryption_fingerprints(addresses)
+        return [a for a in addresses if normalize(a) not in have]

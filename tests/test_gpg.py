@@ -1,0 +1,295 @@
+"""seccam.gpg against the real gpg: the camera key, export/import, sign+encrypt, decrypt+verify,
+and every failure turned into GpgError."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from helpers.gpghome import OwnerKey, gpg, gpghome, short_dir  # noqa: E402,F401
+from seccam import errors  # noqa: E402
+from seccam.gpg import Gpg, GpgError, check_fingerprint  # noqa: E402
+
+CAM = "cam@example.org"
+
+
+@pytest.fixture
+def camera(gpghome):
+    g = Gpg(gpghome / "gnupg")
+    g.generate_camera_key(CAM)
+    return g
+
+
+@pytest.fixture(scope="module")
+def owner():
+    key = OwnerKey("owner@example.org")
+    yield key
+    key.close()
+
+
+def test_home_is_created_private(short_dir):
+    home = short_dir / "state" / "gnupg"
+    Gpg(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_existing_home_is_made_private(short_dir):
+    home = short_dir / "gnupg"
+    home.mkdir(mode=0o755)
+    Gpg(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_long_home_is_refused_with_config_error(short_dir):
+    home = short_dir / ("x" * 80) / "gnupg"
+    with pytest.raises(errors.ConfigError, match="characters long") as info:
+        Gpg(home)
+    assert info.value.exit_code == 78
+    assert not home.exists()
+
+
+def test_uncreatable_home_is_config_error(short_dir):
+    (short_dir / "file").write_text("")
+    with pytest.raises(errors.ConfigError, match="cannot create GnuPG home"):
+        Gpg(short_dir / "file" / "gnupg")
+
+
+def test_camera_key_is_ed25519_with_cv25519_subkey(gpghome):
+    g = Gpg(gpghome / "gnupg")
+    assert g.camera_key() is None
+    fpr = g.generate_camera_key(CAM)
+    assert g.camera_key() == fpr
+    info = g.key_info(fpr)
+    assert info.uids == (CAM,)
+    assert (info.algo, info.curve) == ("eddsa", "ed25519")
+    assert info.can_encrypt and info.expires is None and info.created
+    colons = gpg(gpghome / "gnupg", "--with-colons", "--list-keys", fpr).decode()
+    sub = [line.split(":") for line in colons.splitlines() if line.startswith("sub:")]
+    assert [(s[3], s[11], s[16]) for s in sub] == [("18", "e", "cv25519")]
+    # no passphrase: exporting the secret key needs no pinentry
+    assert b"PRIVATE KEY BLOCK" in g.export_secret(fpr)
+
+
+def test_generate_rejects_bad_address(gpghome):
+    g = Gpg(gpghome / "gnupg")
+    for bad in ("", "no-at", "a@b\n%commit"):
+        with pytest.raises(errors.DataError):
+            g.generate_camera_key(bad)
+
+
+def test_two_secret_keys_is_an_error(camera):
+    camera.generate_camera_key("other@example.org")
+    with pytest.raises(GpgError, match="2 secret keys"):
+        camera.camera_key()
+
+
+def test_export_minimal_is_binary_and_scans_without_import(camera, short_dir):
+    fpr = camera.camera_key()
+    data = camera.export_minimal(fpr)
+    assert data[0] & 0x80  # an OpenPGP packet, not armor
+    other = Gpg(short_dir / "gnupg")
+    assert other.fingerprints_of(data) == [fpr]
+    assert other.list_keys() == []  # scanning did not import
+    scanned = other.scan(data)[0]
+    assert not scanned.secret and scanned.uids == (CAM,)
+
+
+def test_scan_finds_secret_keys(camera):
+    keys = camera.scan(camera.export_secret(camera.camera_key()))
+    assert [k.secret for k in keys] == [True]
+
+
+def test_export_armored_has_no_version_line(camera):
+    data = camera.export_armored(camera.camera_key())
+    assert data.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert b"\nVersion:" not in data
+
+
+def test_export_secret_restores_same_fingerprint(camera, short_dir):
+    fpr = camera.camera_key()
+    other = Gpg(short_dir / "gnupg")
+    assert other.import_keys(camera.export_secret(fpr)) == [fpr]
+    assert other.camera_key() == fpr
+
+
+def test_export_unknown_key_raises(camera):
+    with pytest.raises(GpgError, match="no such key"):
+        camera.export_minimal("0" * 40)
+    with pytest.raises(GpgError, match="no such key"):
+        camera.export_secret("0" * 40)
+
+
+def test_export_secret_of_public_only_key_raises(camera, owner):
+    camera.import_keys(owner.export())
+    with pytest.raises(GpgError):
+        camera.export_secret(owner.fpr)
+
+
+def test_import_garbage_raises_with_status(camera):
+    with pytest.raises(GpgError) as info:
+        camera.import_keys(b"this is not a key")
+    assert "import" in str(info.value)
+    with pytest.raises(GpgError, match="no key data"):
+        camera.import_keys(b"")
+
+
+def test_scan_garbage_raises(camera):
+    with pytest.raises(GpgError, match="no OpenPGP key"):
+        camera.fingerprints_of(b"\x99\x00garbage")
+    with pytest.raises(GpgError):
+        camera.scan(b"")
+
+
+def test_key_info_of_absent_key_is_none(camera):
+    assert camera.key_info("A" * 40) is None
+    assert not camera.has_key("A" * 40)
+
+
+def test_fingerprints_are_checked_before_reaching_gpg(camera):
+    for bad in ("--homedir=/", "ABC", None, "G" * 40):
+        with pytest.raises(errors.DataError):
+            check_fingerprint(bad)
+    with pytest.raises(errors.DataError):
+        camera.encrypt_sign(b"x", ["--armor"], camera.camera_key())
+    assert check_fingerprint("abcd " * 10) == "ABCD" * 10
+
+
+def test_encrypt_sign_roundtrip_with_signer(camera):
+    fpr = camera.camera_key()
+    payload = os.urandom(400 * 1024)  # JPEG-sized: 0.5.x raised BrokenPipeError on large inputs
+    armored = camera.encrypt_sign(payload, [fpr], signer=fpr)
+    assert armored.startswith(b"-----BEGIN PGP MESSAGE-----\n")
+    assert b"Version:" not in armored
+    plaintext, signer = camera.decrypt_verify(armored)
+    assert plaintext == payload and signer == fpr
+
+
+def test_encrypt_sign_makes_only_pkesk_and_seipd_packets(camera):
+    fpr = camera.camera_key()
+    armored = camera.encrypt_sign(b"hello", [fpr], signer=fpr)
+    out = subprocess.run(["gpg", "--homedir", str(camera.home), "--batch", "--list-packets"], input=armored,
+                         capture_output=True, timeout=30).stdout.decode()
+    tops = [line for line in out.splitlines() if line.startswith(":") and "packet" in line]
+    assert tops[0].startswith(":pubkey enc packet:")
+    assert any(line.startswith(":encrypted data packet:") for line in tops)  # SEIPD, tag 18
+    assert "aead" not in out.lower()
+
+
+def test_binary_output_when_not_armored(camera):
+    fpr = camera.camera_key()
+    data = camera.encrypt_sign(b"hello", [fpr], signer=fpr, armor=False)
+    assert data[0] & 0x80
+    assert camera.decrypt_verify(data).plaintext == b"hello"
+
+
+def test_owner_reads_camera_mail_and_sees_signature(camera, owner):
+    fpr = camera.camera_key()
+    camera.import_keys(owner.export())
+    armored = camera.encrypt_sign(b"alarm", [owner.fpr, fpr], signer=fpr)
+    gpg(owner.home, "--import", input=camera.export_minimal(fpr))
+    proc = subprocess.run(["gpg", "--homedir", str(owner.home), "--batch", "--status-fd", "2", "--decrypt"],
+                          input=armored, capture_output=True, timeout=30)
+    assert proc.stdout == b"alarm"
+    assert f"VALIDSIG {fpr}".encode() in proc.stderr
+
+
+def test_decrypt_reports_owner_signature(camera, owner):
+    fpr = camera.camera_key()
+    camera.import_keys(owner.export())
+    msg = owner.encrypt_sign(b"hi camera", camera.export_minimal(fpr))
+    assert camera.decrypt_verify(msg) == (b"hi camera", owner.fpr)
+
+
+def test_unsigned_mail_has_no_signer(camera, owner):
+    msg = owner.encrypt_sign(b"unsigned", camera.export_minimal(camera.camera_key()), sign=False)
+    assert camera.decrypt_verify(msg) == (b"unsigned", None)
+
+
+def test_signature_by_unknown_key_has_no_signer(camera, owner):
+    # the owner's key is not in the camera's keyring: the signature cannot be checked
+    msg = owner.encrypt_sign(b"who?", camera.export_minimal(camera.camera_key()))
+    assert camera.decrypt_verify(msg) == (b"who?", None)
+
+
+def test_decrypt_with_strangers_key_fails(camera, short_dir):
+    stranger = Gpg(short_dir / "gnupg")
+    stranger.generate_camera_key("stranger@example.org")
+    fpr = camera.camera_key()
+    msg = camera.encrypt_sign(b"secret", [fpr], signer=fpr)
+    with pytest.raises(GpgError) as info:
+        stranger.decrypt_verify(msg)
+    assert info.value.status and "NO_SECKEY" in info.value.tail
+
+
+def test_decrypt_garbage_fails(camera):
+    with pytest.raises(GpgError, match="decrypt"):
+        camera.decrypt_verify(b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n")
+
+
+def test_decrypt_tampered_message_fails(camera):
+    fpr = camera.camera_key()
+    data = bytearray(camera.encrypt_sign(b"x" * 2000, [fpr], signer=fpr, armor=False))
+    data[-40] ^= 0xFF
+    with pytest.raises(GpgError):
+        camera.decrypt_verify(bytes(data))
+
+
+def test_encrypt_to_unknown_fingerprint_raises_with_status(camera):
+    fpr = camera.camera_key()
+    with pytest.raises(GpgError) as info:
+        camera.encrypt_sign(b"x", ["0123456789ABCDEF0123456789ABCDEF01234567"], signer=fpr)
+    err = info.value
+    assert err.status == "invalid recipient"
+    assert "INV_RECP" in err.tail and err.returncode == 2
+    assert "gpg encrypt failed: invalid recipient" in str(err)
+
+
+def test_encrypt_with_signer_without_secret_key_raises(camera, owner):
+    camera.import_keys(owner.export())
+    with pytest.raises(GpgError) as info:
+        camera.encrypt_sign(b"x", [owner.fpr], signer=owner.fpr)
+    assert "INV_SGNR" in info.value.tail or "secret key" in str(info.value).lower()
+
+
+def test_encrypt_without_recipients_raises(camera):
+    with pytest.raises(GpgError, match="no recipients"):
+        camera.encrypt_sign(b"x", [], signer=camera.camera_key())
+
+
+def test_python_gnupg_exceptions_become_gpg_error(camera, monkeypatch):
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(camera._gpg, "encrypt_file", broken)
+    with pytest.raises(GpgError, match="BrokenPipeError"):
+        camera.encrypt_sign(b"x", [camera.camera_key()], signer=camera.camera_key())
+    monkeypatch.setattr(camera._gpg, "import_keys", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(GpgError, match="ValueError: bad"):
+        camera.import_keys(b"x")
+
+
+def test_missing_gpg_binary_is_gpg_error(short_dir, monkeypatch):
+    monkeypatch.setenv("PATH", str(short_dir))
+    with pytest.raises(GpgError, match="cannot run gpg"):
+        Gpg(short_dir / "gnupg")
+
+
+def test_delete_key_removes_secret_and_public(camera):
+    fpr = camera.camera_key()
+    camera.delete_key(fpr, secret=True)
+    assert camera.camera_key() is None and camera.key_info(fpr) is None
+    with pytest.raises(GpgError):
+        camera.delete_key(fpr)
+
+
+def test_importing_seccam_gpg_does_not_import_gnupg():
+    code = "import sys, seccam.gpg; print('gnupg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    assert out.stdout.strip() == "False", out.stderr
