@@ -162,3 +162,17 @@ def test_poller_event_write_on_a_full_disk_is_a_clear_disk_full_error(short_tmp,
     with pytest.raises(DiskFullError, match="no space left"):
         events.record(spool, "pir", [(17, 1.0)])
     assert spool.items("events.new") == [] and list(spool.dir("tmp").iterdir()) == []
+
+
+def test_status_and_heartbeat_report_pruning(short_tmp, run):
+    cfg_path = write_config(short_tmp, body="spool_budget_mb = 0.1\nmin_free_mb = 0\n")
+    cfg, spool = load(cfg_path)
+    fill(spool, 1000, "heartbeat", ["full"])
+    fill(spool, 2000, "heartbeat", ["full"])
+    budget.make_room(cfg, spool)
+    out = run("bin/seccam", "status", config=cfg_path).stdout
+    assert "pruned      1 item(s)" in out
+    from seccam import heartbeat
+    path, _ = heartbeat.process(cfg, spool)
+    import json
+    assert "Pruned to stay within the spool budget: " in json.loads((path / "meta.json").read_text())["health"]["text"]

@@ -77,6 +77,12 @@ def last_motion(spool):
     return newest
 
 
+def _pruned(spool):
+    stamp = spool.read_state("pruned") or {}
+    return {"count": int(stamp.get("count", 0)), "bytes": int(stamp.get("bytes", 0)),
+            "last": events.iso(stamp["last"]) if isinstance(stamp.get("last"), (int, float)) else None}
+
+
 def key_problems(config):
     """Recipient key changes waiting for the owner, if the key store exists yet."""
     try:
@@ -105,6 +111,7 @@ def snapshot(config, spool, now=None, with_keys=True):
         "cameras": {cam.name: cams.get(cam.name, {"ok": None}) for cam in config.cameras},
         "poller": poller(config, spool, now),
         "disk": disk(spool),
+        "pruned": _pruned(spool),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
@@ -139,6 +146,10 @@ def summary_text(snap, since_count=None, results=None):
     for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside")):
         if q[state]["count"]:
             lines.append(f"{label.capitalize()}: {q[state]['count']} (see seccam status).")
+    pruned = snap.get("pruned") or {}
+    if pruned.get("count"):
+        lines.append(f"Pruned to stay within the spool budget: {pruned['count']} item(s), "
+                     f"last at {pruned['last']}.")
     for change in snap.get("key_changes") or []:
         if "error" in change:
             lines.append(f"Key store: {change['error']}.")

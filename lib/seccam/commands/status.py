@@ -63,6 +63,10 @@ def render(snap):
             out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
                        f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
                        f"{change.get('fingerprint')}")
+    pruned = snap.get("pruned") or {}
+    if pruned.get("count"):
+        out.append(f"pruned      {pruned['count']} item(s), {pruned['bytes'] / 1e6:.1f} MB to stay within the spool "
+                   f"budget (last {pruned['last']})")
     d = snap["disk"]
     if d:
         out.append(f"free disk   {d['free_bytes'] / 1e9:.2f} GB of {d['total_bytes'] / 1e9:.2f} GB "
