@@ -17,7 +17,9 @@ Backends build command lines:
   sources: one invocation saves the full image, then ``--scale``s the same
   frame for the preview.
 * ``rpicam`` for Raspberry Pi camera modules (libcamera's ``rpicam-still``):
-  see :func:`rpicam_command`.
+  see :func:`rpicam_command`. rpicam-still exits non-zero when it fails
+  (status 255, ``ERROR: *** no cameras available ***`` on stderr); that
+  message is the reason reported. The preview is scaled from the saved image.
 """
 
 import dataclasses
@@ -93,11 +95,16 @@ def rpicam_command(cam, full, preview):
     before the frame is taken; rpicam-still's default of 5000 ms is far too
     slow for an alarm, so it is ``warmup_ms``. The preview is scaled from this
     same capture afterwards (:func:`_scale_preview`), never a second exposure.
+
+    ``--output`` is the bare file name and the process runs in the output
+    directory (see :func:`_start`): rpicam-still treats the name as a printf
+    format and copies it into a 128-byte buffer, so a long absolute path would
+    be cut short and the image written somewhere else.
     """
     w, h = cam.resolution
     return ["rpicam-still", "--nopreview", "--camera", str(cam.index),
             "--timeout", str(cam.warmup_ms), "--width", str(w), "--height", str(h),
-            "--quality", str(cam.quality), "--encoding", "jpg", "--output", str(full)]
+            "--quality", str(cam.quality), "--encoding", "jpg", "--output", Path(full).name]
 
 
 BACKENDS = {"fswebcam": fswebcam_command, "rpicam": rpicam_command}
@@ -105,12 +112,40 @@ BACKENDS = {"fswebcam": fswebcam_command, "rpicam": rpicam_command}
 
 def _scale_preview(cam, full, preview, timeout_s):
     """Make the preview from the captured full image with fswebcam's ``file:`` source
-    (already a dependency), so a preview never needs a second exposure."""
+    (already a dependency), so a preview never needs a second exposure.
+    Return None, or why there is no valid preview."""
     pw, ph = cam.preview_resolution
     cmd = ["fswebcam", "--quiet", "--no-banner", "--device", f"file:{full}",
            "--scale", f"{pw}x{ph}", "--jpeg", str(cam.preview_quality), str(preview)]
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          timeout=timeout_s, check=False)
+    try:
+        scaled = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                timeout=timeout_s, check=False)
+    except FileNotFoundError:
+        return "fswebcam not installed"
+    except subprocess.TimeoutExpired:
+        return f"scaling timed out after {timeout_s:g} s"
+    problem = validate_jpeg(preview)
+    if problem is None:
+        return None
+    detail = _reason(scaled.stderr, scaled.returncode)
+    return problem + (f" ({detail})" if detail else "")
+
+
+_RPICAM_ERROR = re.compile(r"^ERROR: \*\*\* (.*) \*\*\*$")
+
+
+def _rpicam_reason(stderr):
+    """rpicam-still's own error (main() prints ``ERROR: *** what ***``), else libcamera's last
+    ERROR/WARN log line; its INFO lines are progress, not reasons."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        match = _RPICAM_ERROR.match(line)
+        if match:
+            return match.group(1)[:200]
+    for line in reversed(lines):
+        if " ERROR " in line or " WARN " in line or line.startswith("ERROR"):
+            return line[:200]
+    return None
 
 
 def _reason(stderr, returncode):
@@ -131,14 +166,18 @@ def _start(cam, outdir):
     cmd = BACKENDS[cam.backend](cam, full, preview)
     if shutil.which(cmd[0]) is None:
         return None, full, preview, f"{cmd[0]} not installed"
+    # rpicam-still gets a bare output name (see rpicam_command), so it runs in the output directory.
+    cwd = full.parent if cam.backend == "rpicam" else None
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
     return proc, full, preview, None
 
 
 def _finish(cam, proc, full, preview, deadline, started):
+    # A process that ended in time is not timed out just because an earlier camera kept us busy.
+    remaining = max(0.0, deadline - time.monotonic())
     try:
-        _, stderr = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        _, stderr = proc.communicate(timeout=None if proc.poll() is not None else remaining)
     except subprocess.TimeoutExpired:
         # The whole process group: fswebcam and rpicam-still may have children.
         try:
@@ -146,27 +185,50 @@ def _finish(cam, proc, full, preview, deadline, started):
         except ProcessLookupError:  # pragma: no cover - it exited just now
             pass
         proc.communicate()
+        _remove(full, preview)
         return Result(cam.name, False, error=f"timed out after {cam.timeout_s:g} s",
                       seconds=time.monotonic() - started)
+    if cam.backend == "rpicam":
+        problem = _check_rpicam(cam, proc.returncode, stderr, full, preview, deadline)
+    else:
+        problem = _check_fswebcam(proc.returncode, stderr, full, preview)
+    if problem:
+        _remove(full, preview)
+        return Result(cam.name, False, error=problem, seconds=time.monotonic() - started)
+    return Result(cam.name, True, full=full, preview=preview, seconds=time.monotonic() - started)
+
+
+def _check_fswebcam(returncode, stderr, full, preview):
+    """None, or why this fswebcam capture failed. fswebcam exits 0 on most failures: the files decide."""
     problem = validate_jpeg(full)
-    if problem is None and cam.backend == "rpicam" and proc.returncode == 0:
-        scaled = _scale_preview(cam, full, preview, max(1.0, deadline - time.monotonic()))
-        if validate_jpeg(preview):
-            problem = "preview: " + (_reason(scaled.stderr, scaled.returncode) or "scaling failed")
-    if problem is None and proc.returncode != 0:
+    if problem is None and returncode != 0:
         problem = "failed"
     if problem is None:
         problem = validate_jpeg(preview)
         if problem:
             problem = "preview: " + problem
+    if problem is None:
+        return None
+    detail = _reason(stderr, returncode)
+    return problem + (f" ({detail})" if detail else "")
+
+
+def _check_rpicam(cam, returncode, stderr, full, preview, deadline):
+    """None, or why this rpicam-still capture failed; on success, make the preview."""
+    reason = _rpicam_reason(stderr)
+    if returncode != 0:
+        return f"rpicam-still: {reason or 'failed'} (exit {returncode})"
+    problem = validate_jpeg(full)
     if problem:
-        detail = _reason(stderr, proc.returncode)
-        for path in (full, preview):
-            if path.exists():
-                path.unlink()
-        return Result(cam.name, False, error=f"{problem}" + (f" ({detail})" if detail else ""),
-                      seconds=time.monotonic() - started)
-    return Result(cam.name, True, full=full, preview=preview, seconds=time.monotonic() - started)
+        return problem + (f" (rpicam-still: {reason})" if reason else "")
+    problem = _scale_preview(cam, full, preview, max(1.0, deadline - time.monotonic()))
+    return "preview: " + problem if problem else None
+
+
+def _remove(*paths):
+    for path in paths:
+        if path.exists():
+            path.unlink()
 
 
 def capture_all(cameras, outdir):

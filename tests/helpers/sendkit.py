@@ -209,38 +209,39 @@ class SmtpSink:
         self.login, self.password = login, password
         self.received = []
         self.replies = []
-        self.connections = 0
+        self.peers = set()
+        self.on_data = None       # callable(envelope), run before the reply
         self.port = free_port()
         self._controller = None
         self._lock = threading.Lock()
 
-    # aiosmtpd handler hooks
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):
-        with self._lock:
-            if not getattr(session, "_sc_counted", False):
-                session._sc_counted = True
-                self.connections += 1
-        session.host_name = hostname
-        return responses
-
+    # aiosmtpd handler hook
     async def handle_DATA(self, server, session, envelope):
         with self._lock:
+            self.peers.add(session.peer)
             reply = self.replies.pop(0) if self.replies else None
+        if self.on_data is not None:
+            self.on_data(envelope)
         if reply:
             return reply
-        tls = session.ssl is not None
+        tls = self.mode == "tls" or session.ssl is not None
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content),
-                                      tls, getattr(session, "login_data", None) and self.login))
+                                      tls, getattr(session, "login_data", None)))
         return "250 OK queued"
+
+    @property
+    def connections(self):
+        """Connections that reached DATA (distinct client ports)."""
+        return len(self.peers)
 
     def _auth(self, server, session, envelope, mechanism, auth_data):
         from aiosmtpd.smtp import AuthResult
         ok = (auth_data.login.decode() == self.login and auth_data.password.decode() == self.password)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=True would leave the client without a reply
 
     def __enter__(self):
         from aiosmtpd.controller import Controller
-        kwargs = dict(authenticator=self._auth, auth_require_tls=self.mode not in ("plain", "no-starttls"),
+        kwargs = dict(authenticator=self._auth, auth_require_tls=self.mode == "starttls",
                       decode_data=False)
         ctx = None
         if self.mode in ("tls", "starttls"):

@@ -1,0 +1,382 @@
+"""The encrypt step: plaintext image sets in, encrypted messages out, as early as possible.
+
+This module owns the transitions ``sets/ready -> sets/active -> (outbox/new +
+set removed) | sets/held | corrupt`` and ``sets/held -> sets/ready``. Nothing
+but ciphertext ever enters the outbox; the plaintext set is removed as soon as
+all of its messages are there.
+
+:func:`process` runs under the ``encrypt`` lock. The capture and heartbeat jobs
+call it right after publishing a set, and jobs/send calls it first:
+
+1. recover ``sets/active`` (a crashed run's claim) back to ``sets/ready``;
+2. check that encryption is possible at all: an ``[account]`` (the From
+   address), at least one recipient, the camera key, a usable key for every
+   recipient. If not, every set waits in ``sets/held`` with a ``.reason`` that
+   says what to do; once the problem is gone, held sets go back to ready;
+3. claim each ready set by rename, build and encrypt its messages (one gpg
+   call per message: signed by the camera key, encrypted to every recipient
+   and to the camera itself), publish each into ``outbox/new``, then remove the
+   set. A set whose ``meta.json`` is malformed goes to ``corrupt/``.
+
+Outbox names sort in send order (set time, camera order, preview before full)::
+
+    <set id>.<nn>.<camera>.<preview|full|text>.eml
+
+Kill safety: a message is skipped when its name already exists in any outbox
+state or the set records it as published (``.published-<name>`` inside the
+set directory). A message built twice (killed in the tiny window between
+publishing and recording, after jobs/send already sent it) has the same
+Message-ID, so Delta Chat shows it once.
+
+What each set becomes (docs/deltachat.md):
+
+* alarm: per working camera a preview message, then a full-size message;
+  failed cameras are named in the text of the first message; if no camera
+  worked, one text-only message still reports the alarm;
+* heartbeat: one message per working camera (preview image) with the health
+  summary in the first; one text-only message if no camera worked.
+
+With one recipient the messages form a 1:1 chat; with several, one encrypted
+Delta Chat group (``Chat-Group-ID`` stable per camera key, ``Chat-Group-Name``,
+``Chat-Group-Member-Fpr``, ``Autocrypt-Gossip`` for every member).
+"""
+
+import base64
+import dataclasses
+import datetime as _dt
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+from . import mime
+from .spool import SpoolFormatError, read_json
+
+log = logging.getLogger("seccam.encrypt")
+
+SET_SUFFIX = ".set"
+MESSAGE_SUFFIX = ".eml"
+OUTBOX_STATES = ("outbox.new", "outbox.active", "outbox.deferred", "outbox.failed")
+_PUBLISHED_PREFIX = ".published-"
+_CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+LOCK_TIMEOUT_S = 600
+
+
+@dataclasses.dataclass
+class Result:
+    sets: int = 0          # sets fully turned into messages and removed
+    messages: int = 0      # messages published into outbox/new
+    held: int = 0          # sets moved to sets/held by this run
+    released: int = 0      # held sets moved back to sets/ready
+    set_aside: int = 0     # sets moved to corrupt/
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """One message of a set, before encryption."""
+
+    nn: int
+    camera: str            # camera name, or "all" for a text-only message
+    kind: str              # "preview" | "full" | "text"
+    subject: str
+    text: str
+    image: Path | None
+
+    def outbox_name(self, set_id):
+        return f"{set_id}.{self.nn:02d}.{self.camera}.{self.kind}{MESSAGE_SUFFIX}"
+
+
+class Hold(Exception):
+    """Encryption is not possible now; the reason says what a person has to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Crypto:
+    """Everything the messages of this run need from GnuPG, looked up once."""
+
+    gpg: object
+    camera_fpr: str
+    sender: str
+    display_name: str
+    recipients: tuple            # addresses, To: order
+    recipient_fprs: tuple        # same order
+    autocrypt: str               # the camera's Autocrypt header value
+    gossip: tuple                # ((addr, keydata), ...), several recipients only
+    group: mime.Group | None
+
+
+# -- entry point -----------------------------------------------------------------------
+def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S):
+    """Encrypt every ready set (see the module docstring); return a :class:`Result`.
+
+    Raises SeccamError only for problems of the whole step (gpg unusable, lock
+    not had in time); the sets stay in ``sets/ready`` for the next run.
+    """
+    spool.ensure()
+    result = Result()
+    with spool.lock("encrypt", timeout_s=lock_timeout_s):
+        # Only this step writes *.eml into tmp/, and only under this lock: leftovers are a dead run's.
+        spool.clean_tmp(MESSAGE_SUFFIX)
+        for path in spool.recover("sets.active", "sets.ready"):
+            log.info("set=%s state=sets.ready recovered=1", _set_id(path))
+        if not spool.items("sets.ready", suffix=SET_SUFFIX) and not spool.items("sets.held", suffix=SET_SUFFIX):
+            return result  # nothing to do: do not even start gpg
+        try:
+            crypto = prepare(config)
+        except Hold as hold:
+            result.held += _hold_all(spool, str(hold))
+            return result
+        result.released += _release_held(spool)
+        for path in spool.items("sets.ready", suffix=SET_SUFFIX):
+            claimed = spool.claim(path, "sets.active")
+            if claimed is None:
+                continue
+            _process_set(spool, claimed, crypto, result)
+    return result
+
+
+def prepare(config, gpg=None):
+    """Check that messages can be encrypted now and gather the keys; raise Hold if not."""
+    from . import keys
+
+    if config.account is None:
+        raise Hold("no [account] in the configuration: the camera needs its own mail address; "
+                   "add [account] (docs/configuration.md)")
+    recipients = tuple(keys.recipients(config))
+    if not recipients:
+        raise Hold("no recipients: add [delivery] recipients = [\"you@example.org\"] to the configuration")
+    if gpg is None:
+        from .gpg import Gpg
+        gpg = Gpg(config.state_dir / "gnupg")
+    camera_fpr = gpg.camera_key()
+    if camera_fpr is None:
+        raise Hold("the camera has no key yet: run seccam keys init")
+    store = keys.open_store(config, gpg)
+    missing = list(store.missing(recipients))
+    if missing:
+        raise Hold(f"no usable key for {', '.join(missing)}: import the key: seccam keys import FILE "
+                   f"(an exported public key or the contact's vCard from Delta Chat)")
+    fprs = store.encryption_fingerprints(recipients)
+    recipient_fprs = tuple(fprs[keys.normalize(a)] for a in recipients)
+    from . import autocrypt
+    address = config.account.address
+    autocrypt_value = autocrypt.build_header(address, gpg.export_minimal(camera_fpr))
+    group = gossip = None
+    if len(recipients) > 1:
+        group = mime.Group(group_id=group_id(config, camera_fpr), name=config.delivery.group_name,
+                           member_fprs=recipient_fprs)
+        gossip = tuple((a, gpg.export_minimal(f)) for a, f in zip(recipients, recipient_fprs))
+    return Crypto(gpg=gpg, camera_fpr=camera_fpr, sender=address, display_name=config.account.display_name,
+                  recipients=recipients, recipient_fprs=recipient_fprs, autocrypt=autocrypt_value,
+                  gossip=gossip or (), group=group)
+
+
+def group_id(config, camera_fpr):
+    """``delivery.group_id``, or one derived from the camera key (stable while the key is)."""
+    if config.delivery.group_id:
+        return config.delivery.group_id
+    digest = hashlib.sha256(b"seccam-group\0" + camera_fpr.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:22]
+
+
+# -- held sets ---------------------------------------------------------------------------
+def _hold_all(spool, reason):
+    held = 0
+    for path in spool.items("sets.ready", suffix=SET_SUFFIX):
+        dest = spool.move(path, "sets.held")
+        if dest is None:
+            continue
+        spool.write_reason(dest, reason)
+        held += 1
+        log.warning("set=%s state=sets.held reason=%r", _set_id(dest), reason)
+    # Keep the reason of sets already held current (e.g. a second recipient added).
+    for path in spool.items("sets.held", suffix=SET_SUFFIX):
+        if spool.read_reason(path) != reason:
+            spool.write_reason(path, reason)
+    return held
+
+
+def _release_held(spool):
+    released = 0
+    for path in spool.items("sets.held", suffix=SET_SUFFIX):
+        dest = spool.move(path, "sets.ready")
+        if dest is not None:
+            released += 1
+            log.info("set=%s state=sets.ready released=1", _set_id(dest))
+    return released
+
+
+# -- one set -------------------------------------------------------------------------------
+def _set_id(path):
+    return Path(path).name.removesuffix(SET_SUFFIX)
+
+
+def _process_set(spool, path, crypto, result):
+    set_id = _set_id(path)
+    try:
+        meta = load_meta(path)
+    except SpoolFormatError as exc:
+        spool.set_aside(path, f"malformed image set: {exc}")
+        result.set_aside += 1
+        log.error("set=%s state=corrupt reason=%r", set_id, str(exc))
+        return
+    planned = plan(meta, path)
+    published = 0
+    try:
+        for item in planned:
+            name = item.outbox_name(set_id)
+            if _already_published(spool, path, name):
+                log.info("set=%s message=%s skipped=already-published", set_id, name)
+                continue
+            raw = build_message(crypto, set_id, meta, item)
+            spool.write("outbox.new", raw, name=name)
+            _mark_published(path, name)
+            published += 1
+            log.info("set=%s message=%s state=outbox.new bytes=%d", set_id, name, len(raw))
+    except BaseException:
+        # gpg failed, the disk is full, or we are being stopped: the set goes back to
+        # ready untouched except for its progress marks.
+        if spool.move(path, "sets.ready") is not None:
+            log.warning("set=%s state=sets.ready reason=encrypt-interrupted published=%d", set_id, published)
+        raise
+    spool.remove(path)
+    result.sets += 1
+    result.messages += published
+    log.info("set=%s state=encrypted messages=%d plaintext=removed", set_id, len(planned))
+
+
+def _already_published(spool, set_path, name):
+    if (set_path / (_PUBLISHED_PREFIX + name)).exists():
+        return True
+    return any((spool.dir(state) / name).exists() for state in OUTBOX_STATES)
+
+
+def _mark_published(set_path, name):
+    fd = os.open(set_path / (_PUBLISHED_PREFIX + name), os.O_WRONLY | os.O_CREAT, 0o640)
+    os.close(fd)
+
+
+def load_meta(path):
+    """Read and check ``meta.json`` of the set at ``path``; raise SpoolFormatError."""
+    try:
+        meta = read_json(Path(path) / "meta.json")
+    except FileNotFoundError:
+        raise SpoolFormatError("meta.json is missing") from None
+    if meta.get("version") != 1:
+        raise SpoolFormatError(f"meta.json: unsupported version {meta.get('version')!r}")
+    if meta.get("kind") not in ("alarm", "heartbeat"):
+        raise SpoolFormatError(f"meta.json: unknown kind {meta.get('kind')!r}")
+    try:
+        meta["_created"] = _dt.datetime.fromisoformat(meta["created"])
+    except (KeyError, TypeError, ValueError):
+        raise SpoolFormatError("meta.json: missing or invalid created time") from None
+    if meta["_created"].tzinfo is None:
+        meta["_created"] = meta["_created"].replace(tzinfo=_dt.timezone.utc)
+    cameras = meta.get("cameras")
+    if not isinstance(cameras, list):
+        raise SpoolFormatError("meta.json: cameras is not a list")
+    for i, cam in enumerate(cameras):
+        if not isinstance(cam, dict) or not isinstance(cam.get("name"), str) or not _CAMERA_RE.match(cam["name"]):
+            raise SpoolFormatError(f"meta.json: cameras[{i}] has no valid name")
+        if not isinstance(cam.get("ok"), bool):
+            raise SpoolFormatError(f"meta.json: cameras[{i}].ok is not true/false")
+        if cam["ok"]:
+            for key in ("full", "preview"):
+                if not isinstance(cam.get(key), str) or not _FILE_RE.match(cam[key]):
+                    raise SpoolFormatError(f"meta.json: cameras[{i}].{key} is not a file name")
+    if not isinstance(meta.get("events", []), list):
+        raise SpoolFormatError("meta.json: events is not a list")
+    health = meta.get("health")
+    if health is not None and not isinstance(health, dict):
+        raise SpoolFormatError("meta.json: health is not an object")
+    return meta
+
+
+# -- what the messages say -----------------------------------------------------------------------
+def _local(when):
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _local_time(iso_text):
+    try:
+        return _dt.datetime.fromisoformat(iso_text).astimezone().strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _sensor_lines(meta):
+    lines = []
+    for ev in meta.get("events", []):
+        if not isinstance(ev, dict):
+            continue
+        source = ev.get("source")
+        if source == "trigger":
+            lines.append("Test alarm (seccam trigger)")
+            continue
+        sensors = [s for s in ev.get("sensors", []) if isinstance(s, dict)]
+        fired = ", ".join(f"GPIO {s.get('pin')} at {_local_time(s.get('active_at'))}" for s in sensors)
+        what = "Button" if source == "button" else "Motion sensors"
+        lines.append(f"{what}: {fired}" if fired else what)
+    return lines
+
+
+def plan(meta, set_path):
+    """The messages of one set, in send order."""
+    when = _local(meta["_created"])
+    ok, failed = [], []
+    for cam in meta["cameras"]:
+        if cam["ok"] and not all((Path(set_path) / cam[k]).is_file() for k in ("full", "preview")):
+            cam = {"name": cam["name"], "ok": False, "error": "image missing from the set"}
+        (ok if cam["ok"] else failed).append(cam)
+    failures = [f"Camera {c['name']} failed: {c.get('error') or 'unknown error'}" for c in failed]
+    heartbeat = meta["kind"] == "heartbeat"
+    health = (meta.get("health") or {}).get("text") if heartbeat else None
+    head = f"Heartbeat {when}" if heartbeat else f"Motion detected {when}"
+    sensors = [] if heartbeat else _sensor_lines(meta)
+    extra = failures + ([""] + [str(health)] if health else [])
+    out = []
+    if not ok:
+        body = [head, "No camera worked." if meta["cameras"] else "No camera is configured."] + sensors + extra
+        out.append(Planned(0, "all", "text", f"{'Heartbeat' if heartbeat else 'Motion'}: no image",
+                           "\n".join(body), None))
+        return out
+    nn = 0
+    for index, cam in enumerate(ok):
+        name = cam["name"]
+        first = index == 0
+        if heartbeat:
+            lines = [head, f"Camera {name}"] + (extra if first else [])
+            out.append(Planned(nn, name, "preview", f"Heartbeat: {name}", "\n".join(lines),
+                               Path(set_path) / cam["preview"]))
+            nn += 1
+            continue
+        lines = [head, f"Camera {name} (preview; full size follows)"] + sensors + (extra if first else [])
+        out.append(Planned(nn, name, "preview", f"Motion: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
+        out.append(Planned(nn + 1, name, "full", f"Motion: {name} (full size)",
+                           f"Camera {name}, full size, {when}", Path(set_path) / cam["full"]))
+        nn += 2
+    return out
+
+
+def build_message(crypto, set_id, meta, item):
+    """The encrypted RFC 5322 message for ``item`` (bytes)."""
+    domain = crypto.sender.rpartition("@")[2]
+    env = mime.Envelope(
+        from_name=crypto.display_name, from_addr=crypto.sender, to=crypto.recipients,
+        date=meta["_created"],
+        message_id=mime.make_message_id(domain, crypto.camera_fpr, set_id, item.nn, item.camera, item.kind),
+        subject=item.subject,
+    )
+    attachment = None
+    if item.image is not None:
+        stamp = meta["_created"].astimezone(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        filename = f"{item.camera}-{stamp}{'-preview' if item.kind == 'preview' else ''}.jpg"
+        attachment = mime.Attachment(filename=filename, data=item.image.read_bytes())
+    inner = mime.build_inner(env, item.text, attachment, group=crypto.group, gossip=crypto.gossip)
+    binary = crypto.gpg.encrypt_sign(inner, list(crypto.recipient_fprs) + [crypto.camera_fpr],
+                                     signer=crypto.camera_fpr, armor=False)
+    armored = mime.armor(mime.reframe(binary))
+    return mime.build_outer(env, crypto.autocrypt, armored)
+

@@ -1,0 +1,168 @@
+"""End to end against a real Delta Chat core (2.65) on a loopback Dovecot + SMTP:
+
+owner's vCard -> ``seccam keys import`` -> ``seccam trigger`` -> jobs/capture -> jobs/send
+-> the owner's Delta Chat shows every camera's preview and full image with the padlock, as
+images, byte-identical, from the camera's key-contact. Heartbeats likewise; two recipients
+get one encrypted group. All seccam programs run as subprocesses (sys.executable).
+
+The plaintext set is gone after encryption, so the reference image bytes come from the sent
+messages decrypted with the camera's own key (the camera encrypts to itself too).
+"""
+
+import email
+import email.policy
+import hashlib
+import time
+
+import pytest
+
+from conftest import CAMERAS_OK, write_config
+
+pytest.importorskip("deltachat_rpc_client")
+
+TIMEOUT = 30
+
+
+def camera_setup(short_tmp, mailserver, recipients, run):
+    addr, password = mailserver.add_user(f"cam{short_tmp.name[-6:].lower()}@{mailserver.domain}")
+    mailserver.add_camera_address(addr)
+    rec = ", ".join(f'"{a.addr}"' for a in recipients)
+    body = f"""
+        [account]
+        address = "{addr}"
+        display_name = "Front door"
+        password = "{password}"
+        smtp_host = "127.0.0.1"
+        smtp_port = {mailserver.smtps_port}
+        smtp_security = "tls"
+        ca_file = "{mailserver.cafile}"
+        timeout_s = 20
+
+        [delivery]
+        recipients = [{rec}]
+        group_name = "Home cameras"
+        """
+    path = write_config(short_tmp, body, cameras=CAMERAS_OK)
+    proc = run("bin/seccam", "keys", "init", config=path)
+    assert proc.returncode == 0, proc.stderr
+    for acc in recipients:
+        vcf = short_tmp / f"{acc.addr}.vcf"
+        vcf.write_text(acc.vcard())
+        proc = run("bin/seccam", "keys", "import", vcf, config=path)
+        assert proc.returncode == 0, proc.stderr
+    return addr, path
+
+
+def camera_images(mailserver, cam_addr, since, home):
+    """{Message-ID: sha256 of the JPEG} of what the camera sent, decrypted with its own key."""
+    from seccam.gpg import Gpg
+    gpg = Gpg(home)
+    out = []
+    for rec in mailserver.received[since:]:
+        if rec.mail_from.lower() != cam_addr:
+            continue
+        outer = email.message_from_bytes(rec.raw, policy=email.policy.default)
+        plain, signer = gpg.decrypt_verify(outer.get_payload()[1].get_payload(decode=True))
+        inner = email.message_from_bytes(plain, policy=email.policy.default)
+        images = [p for p in inner.iter_parts() if p.get_content_type() == "image/jpeg"]
+        sha = hashlib.sha256(images[0].get_content()).hexdigest() if images else None
+        out.append((inner["Subject"], sha, signer))
+    return out
+
+
+def camera_fpr(state_home):
+    from seccam.gpg import Gpg
+    return Gpg(state_home).camera_key()
+
+
+def receive(acc, n, seen, cam_addr):
+    """The next ``n`` messages from the camera, oldest first (not yet in ``seen``).
+
+    Only the first message of a contact-request chat raises IncomingMsg, so this
+    reads the chats, using any event as the wake-up, until a deadline.
+    """
+    from helpers.deltachat import msg_info
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        got = []
+        for chat in acc.account.get_chatlist():
+            for m in chat.get_messages():
+                if m.id in seen:
+                    continue
+                info = msg_info(m)
+                if info.sender_addr == cam_addr and not info.is_info:
+                    got.append(info)
+        if len(got) >= n:
+            got.sort(key=lambda i: i.id)
+            seen.update(i.id for i in got)
+            return got
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{acc.addr}: {len(got)} of {n} camera messages; errors: {acc.errors[-5:]}")
+        try:
+            acc.wait_for_event(None, timeout=min(1.0, remaining))
+        except TimeoutError:
+            pass
+
+
+def run_ok(run, *args, config):
+    proc = run(*args, config=config, timeout=120)
+    assert proc.returncode == 0, f"{args}: {proc.returncode} {proc.stderr}"
+    return proc
+
+
+def test_alarm_reaches_the_owner_as_encrypted_images_from_the_camera_key_contact(
+        short_tmp, mailserver, dc_owner, run):
+    cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
+    home = short_tmp / "state" / "gnupg"
+    since = len(mailserver.received)
+    run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+    run_ok(run, "jobs/capture", config=cfg)
+    run_ok(run, "jobs/send", config=cfg)
+    sent = camera_images(mailserver, cam_addr, since, home)
+    fpr = camera_fpr(home)
+    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: front (full size)",
+                                       "Motion: yard", "Motion: yard (full size)"]
+    assert all(signer == fpr for _, _, signer in sent)
+    seen = set()
+    got = receive(dc_owner, 4, seen, cam_addr)
+    for msg, (subject, sha, _) in zip(got, sent):
+        assert msg.show_padlock, msg
+        assert msg.view_type == "Image"
+        assert msg.file_sha256 == sha
+        assert msg.sender_addr == cam_addr and msg.sender_is_key_contact
+        assert msg.sender_fingerprint == fpr
+        assert msg.chat_name == "Front door"
+    assert len({m.chat_id for m in got}) == 1
+    assert "Motion detected" in got[0].text and "GPIO" not in got[0].text  # a trigger, not a PIR
+    assert "Test alarm" in got[0].text
+
+    # heartbeat: one message per camera with the health text, same chat
+    since = len(mailserver.received)
+    run_ok(run, "jobs/heartbeat", config=cfg)
+    run_ok(run, "jobs/send", config=cfg)
+    sent = camera_images(mailserver, cam_addr, since, home)
+    assert [s for s, _, _ in sent] == ["Heartbeat: front", "Heartbeat: yard"]
+    got = receive(dc_owner, 2, seen, cam_addr)
+    assert all(m.show_padlock and m.view_type == "Image" and m.chat_id == got[0].chat_id for m in got)
+    assert [m.file_sha256 for m in got] == [sha for _, sha, _ in sent]
+    assert got[0].text.startswith("Heartbeat")
+
+
+def test_two_recipients_share_one_encrypted_group(short_tmp, mailserver, dc_owner, dc_account_factory, run):
+    bob = dc_account_factory(name="Bob", prefix="bob")
+    cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner, bob], run)
+    run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+    run_ok(run, "jobs/capture", config=cfg)
+    run_ok(run, "jobs/send", config=cfg)
+    fpr = camera_fpr(short_tmp / "state" / "gnupg")
+    for acc in (dc_owner, bob):
+        got = receive(acc, 4, set(), cam_addr)
+        assert all(m.show_padlock and m.view_type == "Image" for m in got)
+        assert all(m.sender_fingerprint == fpr for m in got)
+        assert {m.chat_name for m in got} == {"Home cameras"}
+        assert len({m.chat_id for m in got}) == 1
+        chat = acc.account.get_chat_by_id(got[0].chat_id).get_basic_snapshot()
+        assert chat.chat_type in ("Group", 120), chat
+        members = {c.get_snapshot().address for c in acc.account.get_chat_by_id(got[0].chat_id).get_contacts()}
+        assert {dc_owner.addr, bob.addr, cam_addr} <= {m.lower() for m in members} | {acc.addr}

@@ -1,0 +1,317 @@
+"""seccam.encrypt: image sets -> encrypted messages in outbox/new (real gpg, short homes)."""
+
+import base64
+import email
+import email.policy
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from helpers import sendkit
+from helpers.mailfixtures import check_pgp_mime
+from seccam import encrypt, mime
+
+SET1 = "20261125T191100.000001Z.11.aaaa-alarm"
+SET2 = "20261125T191200.000001Z.12.bbbb-alarm"
+
+
+@pytest.fixture
+def cam():
+    c = sendkit.make_camera(recipients=("owner@seccam.test",))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def group_cam():
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"))
+    yield c
+    c.close()
+
+
+def outbox(spool):
+    return [p.name for p in spool.items("outbox.new")]
+
+
+def open_message(path, recipient):
+    raw = path.read_bytes()
+    outer = email.message_from_bytes(raw, policy=email.policy.default)
+    inner, signer = sendkit.decrypt_message(raw, recipient)
+    return raw, outer, inner, signer
+
+
+def image_of(inner):
+    parts = list(inner.iter_parts())
+    images = [p for p in parts if p.get_content_type() == "image/jpeg"]
+    return images[0].get_content() if images else None
+
+
+def text_of(inner):
+    return next(p for p in inner.iter_parts() if p.get_content_type() == "text/plain").get_content()
+
+
+def test_alarm_set_becomes_preview_then_full_per_camera_and_plaintext_is_removed(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET2)
+    sendkit.make_set(spool, SET1)
+    result = encrypt.process(cam.config, spool)
+    assert (result.sets, result.messages) == (2, 8)
+    assert outbox(spool) == [f"{s}.{nn}" for s in (SET1, SET2) for nn in
+                             ("00.front.preview.eml", "01.front.full.eml", "02.yard.preview.eml", "03.yard.full.eml")]
+    for state in ("sets.ready", "sets.active", "sets.held", "corrupt"):
+        assert spool.items(state) == []
+    assert list(spool.dir("tmp").iterdir()) == []
+
+
+def test_messages_decrypt_for_the_owner_signed_by_the_camera_with_identical_images(cam):
+    spool = cam.spool
+    _, files = sendkit.make_set(spool, SET1)
+    encrypt.process(cam.config, spool)
+    owner = cam.recipients[0]
+    expected = ["front.preview.jpg", "front.jpg", "yard.preview.jpg", "yard.jpg"]
+    for path, fname in zip(spool.items("outbox.new"), expected):
+        raw, outer, inner, signer = open_message(path, owner)
+        assert check_pgp_mime(raw, gnupghome=str(owner.home), signer=cam.fingerprint) == []
+        assert signer == cam.fingerprint
+        assert raw.startswith(b'From: "Front door" <cam@seccam.test>\r\n')
+        assert outer["To"] == "owner@seccam.test" and outer["Subject"] == "[...]"
+        assert outer["Chat-Version"] == "1.0" and outer["Date"] == "Wed, 25 Nov 2026 19:11:00 +0000"
+        ac = dict(mime.parse_key_header(str(outer["Autocrypt"])))
+        assert ac["addr"] == "cam@seccam.test" and ac["prefer-encrypt"] == "mutual"
+        assert base64.b64decode(ac["keydata"]) == cam.gpg().export_minimal(cam.fingerprint)
+        for header in ("From", "To", "Date", "Message-ID"):
+            assert str(inner[header]) == str(outer[header])
+        assert inner.get_param("protected-headers") == "v1" and inner["Chat-Version"] == "1.0"
+        assert inner["Subject"].startswith("Motion: ")
+        assert "Chat-Group-ID" not in inner and "Autocrypt-Gossip" not in inner
+        assert hashlib.sha256(image_of(inner)).digest() == hashlib.sha256(files[fname]).digest()
+        # the plaintext JPEG is nowhere in the ciphertext
+        assert files[fname][4:40] not in raw
+
+
+def test_camera_can_read_its_own_messages(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", True),))
+    encrypt.process(cam.config, spool)
+    raw = spool.items("outbox.new")[0].read_bytes()
+    armored = email.message_from_bytes(raw, policy=email.policy.default).get_payload()[1].get_payload(decode=True)
+    plain, signer = cam.gpg().decrypt_verify(armored)
+    assert signer == cam.fingerprint and b"protected-headers" in plain
+
+
+def test_payload_is_one_pass_pkesk_then_seipd_in_the_format_filtermail_accepts(cam):
+    from test_mime import filtermail_accepts
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", True),))
+    encrypt.process(cam.config, spool)
+    raw = spool.items("outbox.new")[0].read_bytes()
+    assert filtermail_accepts(raw)
+    armored = email.message_from_bytes(raw, policy=email.policy.default).get_payload()[1].get_payload(decode=True)
+    listing = subprocess.run(["gpg", "--homedir", str(cam.home), "--batch", "--list-packets"], input=armored,
+                             capture_output=True).stdout.decode()
+    top = [line for line in listing.splitlines() if line.startswith(":")]
+    # owner + camera: two PKESKs, then one SEIPD holding the one-pass signature and the data
+    assert top[0].startswith(":pubkey enc packet") and top[1].startswith(":pubkey enc packet")
+    assert top[2].startswith(":encrypted data packet")
+    assert ":onepass_sig packet" in listing
+    assert "aead" not in listing.lower()
+
+
+def test_failed_camera_is_named_in_the_first_message(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", False), ("yard", True)))
+    encrypt.process(cam.config, spool)
+    assert outbox(spool) == [f"{SET1}.00.yard.preview.eml", f"{SET1}.01.yard.full.eml"]
+    _, _, inner, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    text = text_of(inner)
+    assert "Camera front failed: no image written" in text
+    assert "GPIO 17" in text and "GPIO 27" in text and "Motion detected 2026-11-25" in text
+
+
+def test_alarm_with_every_camera_failed_still_sends_a_text(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", False), ("yard", False)))
+    encrypt.process(cam.config, spool)
+    assert outbox(spool) == [f"{SET1}.00.all.text.eml"]
+    _, _, inner, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    assert image_of(inner) is None
+    assert "No camera worked" in text_of(inner) and "Camera yard failed" in text_of(inner)
+
+
+def test_heartbeat_sends_one_message_per_camera_with_the_health_text(cam):
+    spool = cam.spool
+    hb = "20261125T200000.000001Z.13.cccc-heartbeat"
+    _, files = sendkit.make_set(spool, hb, kind="heartbeat", health_text="Disk 12% used; 3 alarms today.")
+    encrypt.process(cam.config, spool)
+    assert outbox(spool) == [f"{hb}.00.front.preview.eml", f"{hb}.01.yard.preview.eml"]
+    _, _, first, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    assert "Disk 12% used; 3 alarms today." in text_of(first) and "Heartbeat" in text_of(first)
+    assert image_of(first) == files["front.preview.jpg"]
+
+
+def test_heartbeat_with_every_camera_failed_is_one_text_with_the_health(cam):
+    spool = cam.spool
+    hb = "20261125T200000.000001Z.13.cccc-heartbeat"
+    sendkit.make_set(spool, hb, kind="heartbeat", cameras=(("front", False),), health_text="Camera front down.")
+    encrypt.process(cam.config, spool)
+    assert outbox(spool) == [f"{hb}.00.all.text.eml"]
+    _, _, inner, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    assert "Camera front down." in text_of(inner)
+
+
+def test_two_recipients_make_one_encrypted_group_with_gossip(group_cam):
+    spool = group_cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", True),))
+    sendkit.make_set(spool, SET2, cameras=(("front", True),))
+    encrypt.process(group_cam.config, spool)
+    owner, bob = group_cam.recipients
+    ids = set()
+    for path in spool.items("outbox.new"):
+        for reader in (owner, bob):
+            raw, outer, inner, signer = open_message(path, reader)
+            assert signer == group_cam.fingerprint
+            assert outer["To"] == "owner@seccam.test, bob@seccam.test"
+            assert inner["Chat-Group-Name"] == "seccam"
+            assert inner["Chat-Group-Member-Fpr"] == f"{owner.fingerprint} {bob.fingerprint}"
+            gossip = [dict(mime.parse_key_header(str(v))) for v in inner.get_all("Autocrypt-Gossip")]
+            assert [g["addr"] for g in gossip] == ["owner@seccam.test", "bob@seccam.test"]
+            assert base64.b64decode(gossip[1]["keydata"]) == group_cam.gpg().export_minimal(bob.fingerprint)
+            ids.add(inner["Chat-Group-ID"])
+    assert len(ids) == 1
+    (gid,) = ids
+    assert 11 <= len(gid) <= 32 and all(c.isalnum() or c in "_-" for c in gid)
+    assert gid == encrypt.group_id(group_cam.config, group_cam.fingerprint)
+
+
+def test_configured_group_id_and_name_are_used():
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"),
+                            delivery_extra='group_id = "My_Group-12345"\ngroup_name = "Haus"\n')
+    try:
+        sendkit.make_set(c.spool, SET1, cameras=(("front", True),))
+        encrypt.process(c.config, c.spool)
+        _, _, inner, _ = open_message(c.spool.items("outbox.new")[0], c.recipients[1])
+        assert inner["Chat-Group-ID"] == "My_Group-12345" and inner["Chat-Group-Name"] == "Haus"
+    finally:
+        c.close()
+
+
+def test_missing_recipient_key_holds_the_set_until_the_key_is_imported():
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        spool = c.spool
+        sendkit.import_recipient(c.config, c.recipients[0])
+        sendkit.make_set(spool, SET1)
+        result = encrypt.process(c.config, spool)
+        assert result.held == 1 and outbox(spool) == []
+        (held,) = spool.items("sets.held")
+        reason = spool.read_reason(held)
+        assert "bob@seccam.test" in reason and "owner@seccam.test" not in reason
+        assert "seccam keys import FILE" in reason
+        assert (held / "front.jpg").exists()  # nothing lost, nothing encrypted
+        assert encrypt.process(c.config, spool).held == 0 and spool.items("sets.held") == [held]
+        sendkit.import_recipient(c.config, c.recipients[1])
+        result = encrypt.process(c.config, spool)
+        assert (result.released, result.sets, result.messages) == (1, 1, 4)
+        assert spool.items("sets.held") == [] and not os.path.exists(str(held) + ".reason")
+    finally:
+        c.close()
+
+
+def test_no_recipients_holds_with_a_reason():
+    c = sendkit.make_camera(recipients=())
+    try:
+        sendkit.make_set(c.spool, SET1)
+        assert encrypt.process(c.config, c.spool).held == 1
+        assert "no recipients" in c.spool.read_reason(c.spool.items("sets.held")[0])
+    finally:
+        c.close()
+
+
+def test_no_camera_key_holds_with_keys_init_hint():
+    c = sendkit.make_camera(with_key=False)
+    try:
+        sendkit.make_set(c.spool, SET1)
+        assert encrypt.process(c.config, c.spool).held == 1
+        assert "seccam keys init" in c.spool.read_reason(c.spool.items("sets.held")[0])
+        assert c.gpg().camera_key() is None  # never generated behind the owner's back
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("meta", ["{not json", '{"version": 1, "kind": "alarm"}',
+                                  '{"version": 1, "kind": "alarm", "created": "2026-11-25T19:11:00+00:00",'
+                                  ' "cameras": [{"name": "../x", "ok": false}]}'])
+def test_malformed_meta_is_set_aside_and_the_next_set_still_goes_out(cam, meta):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, meta_override=meta)
+    sendkit.make_set(spool, SET2, cameras=(("front", True),))
+    result = encrypt.process(cam.config, spool)
+    assert result.set_aside == 1 and result.sets == 1
+    assert [p.name.split(".", 1)[0] for p in spool.items("outbox.new")] == ["20261125T191200"] * 2
+    (corrupt,) = spool.items("corrupt")
+    assert corrupt.name.endswith(f"{SET1}.set") and "malformed image set" in spool.read_reason(corrupt)
+
+
+KILL_AFTER_FIRST = textwrap.dedent("""
+    import os, sys
+    sys.path[:0] = [{lib!r}]
+    from seccam import config, encrypt, spool as spool_mod
+    cfg = config.load({cfg!r})
+    real = spool_mod.Spool.write
+    def write(self, state, data, suffix="", name=None):
+        path = real(self, state, data, suffix, name)
+        if {when!r} == "before-mark":
+            os._exit(9)          # killed between publishing and recording the message
+        return path
+    spool_mod.Spool.write = write
+    real_mark = encrypt._mark_published
+    def mark(set_path, name):
+        real_mark(set_path, name)
+        if len(list(set_path.glob(".published-*"))) == 2:
+            os._exit(9)          # killed after two messages
+    encrypt._mark_published = mark
+    encrypt.process(cfg, spool_mod.Spool(cfg.spool_dir))
+""")
+
+
+@pytest.mark.parametrize("when", ["before-mark", "after-two"])
+def test_killed_mid_set_rerun_publishes_each_message_exactly_once(cam, when):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1)
+    script = KILL_AFTER_FIRST.format(lib=str(sendkit.ROOT / "lib"), cfg=str(cam.config_path), when=when)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+    assert len(spool.items("sets.active")) == 1
+    first = outbox(spool)
+    assert len(first) == (1 if when == "before-mark" else 2)
+    before = {n: (spool.dir("outbox.new") / n).read_bytes() for n in first}
+    if when == "after-two":
+        # jobs/send already sent (and removed) the first one: it must not come back
+        spool.remove(spool.dir("outbox.new") / first[0])
+    result = encrypt.process(cam.config, spool)
+    names = outbox(spool)
+    expected = [f"{SET1}.00.front.preview.eml", f"{SET1}.01.front.full.eml",
+                f"{SET1}.02.yard.preview.eml", f"{SET1}.03.yard.full.eml"]
+    assert names == (expected if when == "before-mark" else expected[1:])
+    assert result.messages == 4 - len(first)
+    for name, raw in before.items():  # published messages untouched
+        if (spool.dir("outbox.new") / name).exists():
+            assert (spool.dir("outbox.new") / name).read_bytes() == raw
+    assert spool.items("sets.active") == [] and spool.items("sets.ready") == []
+
+
+def test_message_built_twice_has_the_same_message_id(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", True),))
+    sendkit.make_set(spool, SET1.replace("aaaa", "aaab"), cameras=(("front", True),))
+    meta = encrypt.load_meta(spool.items("sets.ready")[0])
+    crypto = encrypt.prepare(cam.config)
+    item = encrypt.plan(meta, spool.items("sets.ready")[0])[0]
+    ids = {email.message_from_bytes(encrypt.build_message(crypto, SET1, meta, item))["Message-ID"]
+           for _ in range(2)}
+    other = email.message_from_bytes(encrypt.build_message(crypto, SET2, meta, item))["Message-ID"]
+    assert len(ids) == 1 and other not in ids

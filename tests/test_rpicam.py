@@ -1,0 +1,195 @@
+"""The rpicam backend (camera modules through rpicam-still), on the stand-in tests/standins/rpicam-still.
+
+rpicam-still cannot run here (see the stand-in's header); everything else is
+real: fswebcam scales the preview and plays the USB webcam (its test source).
+"""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from seccam import camera, config
+
+STANDINS = Path(__file__).resolve().parent / "standins"
+STANDIN = STANDINS / "rpicam-still"
+BASE = 'spool_dir = "/tmp/s"\nstate_dir = "/tmp/t"\n'
+MODULE = '[[camera]]\nname = "night"\nindex = 0\nresolution = "640x480"\npreview_resolution = "160x120"\n' \
+         'warmup_ms = 100\n'
+WEBCAM = '[[camera]]\nname = "day"\ndevice = "test"\nresolution = "320x240"\n'
+
+
+def cams(text):
+    return config.parse(BASE + text).cameras
+
+
+def jpeg_size(path):
+    """(width, height) from the JPEG's SOF0 segment."""
+    data = Path(path).read_bytes()
+    sof = data.index(b"\xff\xc0")
+    return int.from_bytes(data[sof + 7:sof + 9], "big"), int.from_bytes(data[sof + 5:sof + 7], "big")
+
+
+@pytest.fixture
+def standin(monkeypatch, tmp_path):
+    """rpicam-still is the stand-in; returns a function giving the argument vectors it was called with."""
+    monkeypatch.setenv("PATH", f"{STANDINS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("RPICAM_STANDIN_MODE", raising=False)
+    log = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("RPICAM_STANDIN_ARGV", str(log))
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return calls
+
+
+def test_rpicam_command_line_is_exactly_as_documented():
+    [cam] = cams('[[camera]]\nname = "yard"\nindex = 1\nresolution = "1640x1232"\nquality = 90\nwarmup_ms = 600\n')
+    assert camera.rpicam_command(cam, Path("/spool/tmp/x.set/yard.jpg"), Path("/spool/tmp/x.set/yard.preview.jpg")) \
+        == ["rpicam-still", "--nopreview", "--camera", "1", "--timeout", "600", "--width", "1640",
+            "--height", "1232", "--quality", "90", "--encoding", "jpg", "--output", "yard.jpg"]
+
+
+def test_default_warmup_is_750_ms():
+    [cam] = cams('[[camera]]\nname = "m"\nindex = 0\n')
+    cmd = camera.rpicam_command(cam, Path("m.jpg"), Path("m.preview.jpg"))
+    assert (cam.backend, cmd[cmd.index("--timeout") + 1]) == ("rpicam", "750")
+
+
+def test_camera_module_and_usb_webcam_capture_in_parallel(tmp_path, standin):
+    started = time.monotonic()
+    night, day = camera.capture_all(cams(MODULE + WEBCAM), tmp_path)
+    assert (night.ok, day.ok) == (True, True), (night.error, day.error)
+    assert time.monotonic() - started < 10
+    assert jpeg_size(night.full) == (640, 480) and jpeg_size(night.preview) == (160, 120)
+    assert camera.validate_jpeg(night.full) is None and camera.validate_jpeg(night.preview) is None
+    assert jpeg_size(day.full) == (320, 240)
+    assert night.as_meta()["preview"] == "night.preview.jpg"
+    # The stand-in accepted the command line, and it was exactly rpicam_command's.
+    [argv] = standin()
+    assert ["rpicam-still", *argv] == camera.rpicam_command(cams(MODULE)[0], night.full, night.preview)
+
+
+def test_no_camera_module_fails_with_rpicam_stills_message(tmp_path, standin, monkeypatch):
+    monkeypatch.setenv("RPICAM_STANDIN_MODE", "nocamera")
+    night, day = camera.capture_all(cams(MODULE + WEBCAM), tmp_path)
+    assert (night.ok, night.error) == (False, "rpicam-still: no cameras available (exit 255)")
+    assert night.as_meta()["error"] == night.error
+    assert day.ok
+    assert not (tmp_path / "night.jpg").exists() and not (tmp_path / "night.preview.jpg").exists()
+
+
+def test_missing_camera_index_is_reported(tmp_path, standin):
+    [r] = camera.capture_all(cams(MODULE.replace("index = 0", "index = 1")), tmp_path)
+    assert (r.ok, r.error) == (False, "rpicam-still: selected camera is not available (exit 255)")
+
+
+def test_hanging_rpicam_times_out_while_the_webcam_succeeds(tmp_path, standin, monkeypatch):
+    monkeypatch.setenv("RPICAM_STANDIN_MODE", "hang")
+    started = time.monotonic()
+    night, day = camera.capture_all(cams(MODULE + "timeout_s = 1.5\n" + WEBCAM), tmp_path)
+    elapsed = time.monotonic() - started
+    assert (night.ok, night.error) == (False, "timed out after 1.5 s")
+    assert day.ok
+    assert 1.4 < elapsed < 6
+
+
+def test_broken_output_is_a_failure_even_with_exit_0(tmp_path, standin, monkeypatch):
+    monkeypatch.setenv("RPICAM_STANDIN_MODE", "badoutput")
+    [r] = camera.capture_all(cams(MODULE), tmp_path)
+    assert (r.ok, r.error) == (False, "truncated JPEG (no end marker)")
+    assert not (tmp_path / "night.jpg").exists()
+
+
+def test_stale_image_never_passes_for_rpicam(tmp_path, standin, monkeypatch):
+    (tmp_path / "night.jpg").write_bytes(b"\xff\xd8\xff" + b"old" + b"\xff\xd9")
+    monkeypatch.setenv("RPICAM_STANDIN_MODE", "nocamera")
+    [r] = camera.capture_all(cams(MODULE), tmp_path)
+    assert not r.ok and not (tmp_path / "night.jpg").exists()
+
+
+def test_long_output_directory_works(tmp_path, standin):
+    """rpicam-still copies --output into a 128-byte buffer; seccam passes a bare name and sets the cwd."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "night.jpg")) > 128
+    [r] = camera.capture_all(cams(MODULE), deep)
+    assert r.ok, r.error
+    assert r.full == deep / "night.jpg"
+
+
+def test_rpicam_still_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    [r] = camera.capture_all(cams(MODULE), tmp_path)
+    assert (r.ok, r.error) == (False, "rpicam-still not installed")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--foo"], "ERROR: *** unrecognised option '--foo' ***"),
+    (["--immediate"], "ERROR: *** unrecognised option '--immediate' ***"),  # real, but seccam never passes it
+    (["--nopreview", "--output"], "ERROR: *** the required argument for option '--output' is missing ***"),
+    (["--width", "wide"], "ERROR: *** the argument ('wide') for option '--width' is invalid ***"),
+])
+def test_standin_rejects_other_options_like_rpicam_still(args, message, tmp_path):
+    res = subprocess.run([str(STANDIN), *args], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "RPICAM_STANDIN_MODE": "ok"})
+    assert (res.returncode, res.stderr.strip().splitlines()[-1]) == (255, message)
+    assert not list(tmp_path.iterdir())
+
+
+def test_standin_accepts_seccams_command_line(tmp_path):
+    [cam] = cams(MODULE)
+    cmd = camera.rpicam_command(cam, tmp_path / "night.jpg", tmp_path / "night.preview.jpg")
+    res = subprocess.run([str(STANDIN), *cmd[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "RPICAM_STANDIN_MODE": "ok"})
+    assert res.returncode == 0, res.stderr
+    assert jpeg_size(tmp_path / "night.jpg") == (640, 480)
+
+
+def test_seccam_cameras_reports_each_backend_by_name(short_tmp, run):
+    from conftest import write_config
+
+    cfg = write_config(short_tmp, cameras=MODULE + WEBCAM)
+    env = {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}", "RPICAM_STANDIN_MODE": "nocamera"}
+    res = run("bin/seccam", "cameras", config=cfg, env=env)
+    assert res.returncode == 69, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:2] == ["night", "FAILED"]
+    assert lines[0].endswith("camera module 0  rpicam-still: no cameras available (exit 255)")
+    assert lines[1].split()[:2] == ["day", "ok"]
+    res = run("bin/seccam", "cameras", config=cfg, env={**env, "RPICAM_STANDIN_MODE": "ok"})
+    assert res.returncode == 0 and [ln.split()[1] for ln in res.stdout.splitlines()] == ["ok", "ok"]
+
+
+def test_camera_that_finished_in_time_is_not_timed_out_by_a_slower_one(tmp_path, standin):
+    """Results are collected in config order; a capture that ended before its deadline counts as done
+    even when an earlier, hanging camera kept capture_all waiting past that deadline."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    hang = f'[[camera]]\nname = "hang"\ndevice = "raw:{fifo}"\npalette = "RGB24"\nresolution = "320x240"\n' \
+           'timeout_s = 2.5\n'
+    hang_result, night = camera.capture_all(cams(hang + MODULE + "timeout_s = 1\n"), tmp_path)
+    assert hang_result.error == "timed out after 2.5 s"
+    assert night.ok, night.error
+
+
+def test_preview_scaling_failure_is_reported(tmp_path):
+    [cam] = cams(MODULE)
+    full = tmp_path / "night.jpg"
+    full.write_text("not an image")
+    problem = camera._scale_preview(cam, full, tmp_path / "night.preview.jpg", 10)
+    assert problem.startswith("no image written")
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    (b"[0:01.2] [42]  INFO Camera camera_manager.cpp:325 libcamera v0.3.0\nERROR: *** no cameras available ***\n",
+     "no cameras available"),
+    (b"[0:01.2] [42]  INFO Camera x\n[0:02.0] [42] ERROR V4L2 v4l2_videodevice.cpp:2049 Dequeue timer expired\n",
+     "[0:02.0] [42] ERROR V4L2 v4l2_videodevice.cpp:2049 Dequeue timer expired"),
+    (b"[0:01.2] [42]  INFO Camera x\nStill capture image received\n", None),
+])
+def test_rpicam_reason_prefers_the_tools_error(stderr, expected):
+    assert camera._rpicam_reason(stderr) == expected
