@@ -147,9 +147,24 @@ def test_heartbeat_sends_one_message_per_camera_with_the_health_text(cam):
     hb = "20261125T200000.000001Z.13.cccc-heartbeat"
     _, files = sendkit.make_set(spool, hb, kind="heartbeat", health_text="Disk 12% used; 3 alarms today.")
     encrypt.process(cam.config, spool)
-    assert outbox(spool) == [f"{hb}.00.front.preview.eml", f"{hb}.01.yard.preview.eml"]
+    assert outbox(spool) == [f"{hb}.00.front.full.eml", f"{hb}.01.yard.full.eml"]
     _, _, first, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
     assert "Disk 12% used; 3 alarms today." in text_of(first) and "Heartbeat" in text_of(first)
+    assert image_of(first) == files["front.jpg"]
+
+
+def test_heartbeat_can_send_previews_to_save_mobile_data(cam):
+    spool = cam.spool
+    hb = "20261125T200000.000001Z.13.cccc-heartbeat"
+    _, files = sendkit.make_set(spool, hb, kind="heartbeat", health_text="ok")
+    text = cam.config.path.read_text() + '\n[delivery]\nheartbeat_image = "preview"\n' \
+        if "[delivery]" not in cam.config.path.read_text() else \
+        cam.config.path.read_text().replace("[delivery]", '[delivery]\nheartbeat_image = "preview"')
+    cam.config.path.write_text(text)
+    from seccam import config as _config
+    encrypt.process(_config.load(cam.config.path), spool)
+    assert outbox(spool) == [f"{hb}.00.front.preview.eml", f"{hb}.01.yard.preview.eml"]
+    _, _, first, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
     assert image_of(first) == files["front.preview.jpg"]
 
 

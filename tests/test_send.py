@@ -74,11 +74,12 @@ def test_send_defers_on_451_and_retries_when_due(cam, sink):
         send.work(cam.config, now=NOW)
     (deferred,) = spool.items("outbox.deferred")
     assert deferred.name == f"{SET1}.00.front.preview.eml"
-    assert deferred.stat().st_mtime == NOW + send.RETRY_S
+    # Postfix-style backoff: the message's age, clamped to [1 min, 15 min]; this one is old.
+    assert deferred.stat().st_mtime == send.next_attempt(deferred.name, NOW) == NOW + send.BACKOFF_MAX_S
     assert "451" in spool.read_reason(deferred) and "next attempt" in spool.read_reason(deferred)
     assert len(sink.received) == 1  # the full-size message went out; the preview waits
     assert send.work(cam.config, now=NOW + 10) == 75 and len(sink.received) == 1
-    assert send.work(cam.config, now=NOW + send.RETRY_S) == 0
+    assert send.work(cam.config, now=NOW + send.BACKOFF_MAX_S) == 0
     assert len(sink.received) == 2 and spool.items("outbox.deferred") == []
     assert not os.path.exists(str(deferred) + ".reason")
 

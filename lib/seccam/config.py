@@ -103,6 +103,9 @@ class Delivery:
     recipients: tuple = ()
     group_name: str = "seccam"
     group_id: str | None = None
+    rate_per_minute: float = 60.0
+    burst: int = 10
+    heartbeat_image: str = "full"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +468,9 @@ class _Validator:
             group_name=self.get(t, kp, "group_name", "str", "seccam"),
             group_id=self.get(t, kp, "group_id", "str", None, pattern=_GROUP_ID_RE,
                               what="11-32 characters of 0-9 A-Z a-z _ -"),
+            rate_per_minute=self.get(t, kp, "rate_per_minute", "float", 60.0, minimum=1, maximum=6000),
+            burst=self.get(t, kp, "burst", "int", 10, minimum=1, maximum=1000),
+            heartbeat_image=self.get(t, kp, "heartbeat_image", "str", "full", choices=("full", "preview")),
         )
 
 

@@ -33,8 +33,10 @@ What each set becomes (docs/deltachat.md):
 * alarm: per working camera a preview message, then a full-size message;
   failed cameras are named in the text of the first message; if no camera
   worked, one text-only message still reports the alarm;
-* heartbeat: one message per working camera (preview image) with the health
-  summary in the first; one text-only message if no camera worked.
+* heartbeat: one message per working camera (the full image, or the preview
+  with ``[delivery] heartbeat_image = "preview"`` to save mobile data) with
+  the health summary in the first; one text-only message if no camera worked;
+* summary (jobs/send, back online after an outage): one text-only message.
 
 With one recipient the messages form a 1:1 chat; with several, one encrypted
 Delta Chat group (``Chat-Group-ID`` stable per camera key, ``Chat-Group-Name``,
@@ -105,6 +107,7 @@ class Crypto:
     autocrypt: str               # the camera's Autocrypt header value
     gossip: tuple                # ((addr, keydata), ...), several recipients only
     group: mime.Group | None
+    heartbeat_image: str = "full"  # "full" | "preview"
 
 
 # -- entry point -----------------------------------------------------------------------
@@ -170,7 +173,7 @@ def prepare(config, gpg=None):
         gossip = tuple((a, gpg.export_minimal(f)) for a, f in zip(recipients, recipient_fprs))
     return Crypto(gpg=gpg, camera_fpr=camera_fpr, sender=address, display_name=config.account.display_name,
                   recipients=recipients, recipient_fprs=recipient_fprs, autocrypt=autocrypt_value,
-                  gossip=gossip or (), group=group)
+                  gossip=gossip or (), group=group, heartbeat_image=config.delivery.heartbeat_image)
 
 
 def group_id(config, camera_fpr):
@@ -222,7 +225,7 @@ def _process_set(spool, path, crypto, result):
         result.set_aside += 1
         log.error("set=%s state=corrupt reason=%r", set_id, str(exc))
         return
-    planned = plan(meta, path)
+    planned = plan(meta, path, crypto.heartbeat_image)
     published = 0
     try:
         for item in planned:
@@ -266,7 +269,7 @@ def load_meta(path):
         raise SpoolFormatError("meta.json is missing") from None
     if meta.get("version") != 1:
         raise SpoolFormatError(f"meta.json: unsupported version {meta.get('version')!r}")
-    if meta.get("kind") not in ("alarm", "heartbeat"):
+    if meta.get("kind") not in ("alarm", "heartbeat", "summary"):
         raise SpoolFormatError(f"meta.json: unknown kind {meta.get('kind')!r}")
     try:
         meta["_created"] = _dt.datetime.fromisoformat(meta["created"])
@@ -322,9 +325,12 @@ def _sensor_lines(meta):
     return lines
 
 
-def plan(meta, set_path):
+def plan(meta, set_path, heartbeat_image="full"):
     """The messages of one set, in send order."""
     when = _local(meta["_created"])
+    if meta["kind"] == "summary":
+        text = str((meta.get("health") or {}).get("text") or "Back online.")
+        return [Planned(0, "all", "text", "Back online", text, None)]
     ok, failed = [], []
     for cam in meta["cameras"]:
         if cam["ok"] and not all((Path(set_path) / cam[k]).is_file() for k in ("full", "preview")):
@@ -348,8 +354,8 @@ def plan(meta, set_path):
         first = index == 0
         if heartbeat:
             lines = [head, f"Camera {name}"] + (extra if first else [])
-            out.append(Planned(nn, name, "preview", f"Heartbeat: {name}", "\n".join(lines),
-                               Path(set_path) / cam["preview"]))
+            out.append(Planned(nn, name, heartbeat_image, f"Heartbeat: {name}", "\n".join(lines),
+                               Path(set_path) / cam[heartbeat_image]))
             nn += 1
             continue
         lines = [head, f"Camera {name} (preview; full size follows)"] + sensors + (extra if first else [])

@@ -30,6 +30,8 @@ log = logging.getLogger("seccam.transport")
 
 
 class SmtpTemporaryError(TemporaryError):
+    auth = False
+
     def __init__(self, message, smtp_code=None, scope="session"):
         super().__init__(message)
         self.smtp_code = smtp_code
@@ -37,6 +39,8 @@ class SmtpTemporaryError(TemporaryError):
 
 
 class SmtpPermanentError(PermanentError):
+    auth = False
+
     def __init__(self, message, smtp_code=None, scope="session"):
         super().__init__(message)
         self.smtp_code = smtp_code
@@ -113,7 +117,9 @@ class Smtp:
         except smtplib.SMTPAuthenticationError as exc:
             _quietly_close(conn)
             err = classify(exc.smtp_code, exc.smtp_error, "session")
-            raise type(err)(f"{self.where}: login as {acc.login} failed: {err}", exc.smtp_code) from None
+            err = type(err)(f"{self.where}: login as {acc.login} failed: {err}", exc.smtp_code)
+            err.auth = True  # retried rarely: repeated bad logins can lock the account
+            raise err from None
         except smtplib.SMTPNotSupportedError as exc:
             _quietly_close(conn)
             raise SmtpPermanentError(f"{self.where}: {exc}") from None
