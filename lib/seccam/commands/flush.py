@@ -2,6 +2,8 @@
 
 HELP = "send every queued message now, ignoring the retry backoff"
 
+_COUNTED = ("outbox.new", "outbox.deferred", "outbox.failed")
+
 
 def add_arguments(parser):
     pass
@@ -14,12 +16,12 @@ def run(args, config):
     from ..spool import Spool
 
     spool = Spool(config.spool_dir)
-    before = {s: len(spool.items(s)) for s in ("outbox.new", "outbox.deferred")}
+    before = {s: len(spool.items(s)) for s in _COUNTED}
     try:
-        code = send.work(config, argparse.Namespace(flush=True))
+        return send.work(config, argparse.Namespace(flush=True))
     finally:
-        after = {s: len(spool.items(s)) for s in ("outbox.new", "outbox.deferred", "outbox.failed")}
-        queued = before["outbox.new"] + before["outbox.deferred"]
-        print(f"queued {queued}, sent {max(0, queued - after['outbox.deferred'] - after['outbox.new'] - after['outbox.failed'] + before.get('outbox.failed', 0))}, "
-              f"deferred {after['outbox.deferred']}, failed {after['outbox.failed']}")
-    return code
+        after = {s: len(spool.items(s)) for s in _COUNTED}
+        newly_failed = after["outbox.failed"] - before["outbox.failed"]
+        sent = before["outbox.new"] + before["outbox.deferred"] - after["outbox.new"] - after["outbox.deferred"] \
+            - newly_failed
+        print(f"sent {max(0, sent)}, deferred {after['outbox.deferred']}, failed {after['outbox.failed']}")
