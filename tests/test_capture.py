@@ -10,6 +10,8 @@ import time
 import pytest
 from conftest import CAMERA_BROKEN, CAMERAS_OK, ROOT, write_config
 
+from helpers.figures import record
+
 from seccam import capture, config, events, heartbeat
 from seccam.spool import Spool
 
@@ -142,6 +144,7 @@ def test_sigkill_at_any_point_loses_no_event(short_tmp, point):
     assert len(alarm_sets) == 2 and len(set(ids)) == 2  # each event captured exactly once
     assert spool.items("events.new") == spool.items("events.active") == []
     assert list(spool.dir("tmp").iterdir()) == []
+    record("kill", point=f"jobs/capture at {point}", tried=1, lost=0, duplicated=len(alarm_sets) - 2)
 
 
 def test_two_capture_jobs_at_once_never_capture_an_event_twice(short_tmp):

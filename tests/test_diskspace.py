@@ -8,6 +8,8 @@ import time
 import pytest
 from conftest import ROOT, write_config
 
+from helpers.figures import record
+
 from seccam import budget, camera, capture, config, events
 from seccam.errors import DiskFullError
 from seccam.spool import Spool
@@ -137,6 +139,8 @@ def test_full_disk_keeps_the_event_and_the_next_run_recovers(short_tmp, tiny_fs,
     [s] = spool.items("sets.ready")
     assert (s / "a.jpg").stat().st_size > 200_000 and (s / "b.jpg").exists()
     assert len(spool.items("events.done")) == 1
+    record("enospc", run="capture with 300 kB free on a 2 MB tmpfs, then space freed", alarms=1, kept=1,
+           exit_code=73, note="event stays queued; next run captures it")
 
 
 def test_disk_filling_up_during_capture_publishes_nothing(short_tmp, tiny_fs, monkeypatch):
@@ -154,6 +158,8 @@ def test_disk_filling_up_during_capture_publishes_nothing(short_tmp, tiny_fs, mo
         capture.process(cfg, spool)
     assert spool.items("sets.ready") == [] and len(spool.items("events.active")) == 1
     assert [p for p in spool.dir("tmp").iterdir() if p.name.endswith(".set")] == []
+    record("enospc", run="disk fills up during the capture", alarms=1, kept=1, exit_code=73,
+           note="truncated images discarded, nothing published, event stays claimed for the next run")
 
 
 def test_poller_event_write_on_a_full_disk_is_a_clear_disk_full_error(short_tmp, tiny_fs):
@@ -162,6 +168,8 @@ def test_poller_event_write_on_a_full_disk_is_a_clear_disk_full_error(short_tmp,
     with pytest.raises(DiskFullError, match="no space left"):
         events.record(spool, "pir", [(17, 1.0)])
     assert spool.items("events.new") == [] and list(spool.dir("tmp").iterdir()) == []
+    record("enospc", run="event write on a completely full disk", alarms=1, kept=1, exit_code="-",
+           note="DiskFullError, no partial file; the poller keeps it in memory and retries (test_poller)")
 
 
 def test_status_and_heartbeat_report_pruning(short_tmp, run):

@@ -53,6 +53,7 @@ import re
 from pathlib import Path
 
 from . import mime
+from .faults import checkpoint
 from .spool import SpoolFormatError, read_json
 
 log = logging.getLogger("seccam.encrypt")
@@ -218,6 +219,7 @@ def _set_id(path):
 
 def _process_set(spool, path, crypto, result):
     set_id = _set_id(path)
+    checkpoint("encrypt.claimed")
     try:
         meta = load_meta(path)
     except SpoolFormatError as exc:
@@ -233,8 +235,10 @@ def _process_set(spool, path, crypto, result):
             if _already_published(spool, path, name):
                 log.info("set=%s message=%s skipped=already-published", set_id, name)
                 continue
+            checkpoint("encrypt.before-gpg")
             raw = build_message(crypto, set_id, meta, item)
             spool.write("outbox.new", raw, name=name)
+            checkpoint("encrypt.published")
             _mark_published(path, name)
             published += 1
             log.info("set=%s message=%s state=outbox.new bytes=%d", set_id, name, len(raw))
@@ -244,6 +248,7 @@ def _process_set(spool, path, crypto, result):
         if spool.move(path, "sets.ready") is not None:
             log.warning("set=%s state=sets.ready reason=encrypt-interrupted published=%d", set_id, published)
         raise
+    checkpoint("encrypt.before-remove")
     spool.remove(path)
     result.sets += 1
     result.messages += published
