@@ -249,3 +249,31 @@ def test_config_option_works_before_and_after_the_subcommand(config_path, run):
         res = run("bin/seccam", *args)
         assert res.returncode == 0 and "motion event recorded" in res.stdout
     assert len(Spool(config.load(config_path).spool_dir).items("events.new")) == 2
+
+
+def test_heartbeat_says_when_the_poller_was_down(config_path):
+    cfg, spool = load(config_path)
+    heartbeat.process(cfg, spool)  # the previous heartbeat
+    spool.write_state("poller", {"pid": 1, "started": "2999-01-01T00:00:00+00:00",
+                                 "previous": {"last_seen": "2998-12-31T23:00:00+00:00", "clean_stop": False}})
+    path, _ = heartbeat.process(cfg, spool)
+    text = json.loads((path / "meta.json").read_text())["health"]["text"]
+    assert ("Motion sensors were down from 2998-12-31T23:00:00+00:00 to 2999-01-01T00:00:00+00:00 "
+            "(crashed or lost power).") in text
+
+
+def test_root_works_in_the_spool_as_its_owner(short_tmp, run):
+    """`sudo seccam trigger` must not leave root-owned files the service user cannot read."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own files as another user")  # CI runs as root
+    nobody = pwd.getpwnam("nobody")
+    cfg_path = write_config(short_tmp)
+    cfg, spool = load(cfg_path)
+    for path in [spool.root, *spool.root.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(short_tmp, 0o755)
+    cfg_path.chmod(0o644)
+    assert run("bin/seccam", "trigger", config=cfg_path).returncode == 0
+    [event] = spool.items("events.new")
+    assert event.stat().st_uid == nobody.pw_uid

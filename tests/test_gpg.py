@@ -293,3 +293,14 @@ def test_importing_seccam_gpg_does_not_import_gnupg():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_home_owned_by_another_user_is_refused(short_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the home to another user")  # CI runs as root
+    import pwd
+    home = short_dir / "other"
+    home.mkdir(mode=0o700)
+    os.chown(home, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(errors.ConfigError, match="belongs to uid .* not to the user running seccam"):
+        Gpg(home)

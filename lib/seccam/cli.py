@@ -45,6 +45,7 @@ def _main(argv):
     if getattr(args.module, "NEEDS_CONFIG", True):
         from . import config as _config
         config = _config.load(args.config)
+        runtime.become_spool_owner(config)
     return args.module.run(args, config)
 
 

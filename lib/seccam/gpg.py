@@ -179,9 +179,17 @@ class Gpg:
                               f"{MAX_HOME_LEN}: choose a shorter state_dir")
         try:
             home.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(home, 0o700)  # gpg warns about (and an attacker could use) a group-readable home
+            owner = home.stat().st_uid
         except OSError as exc:
             raise ConfigError(f"cannot create GnuPG home {home}: {exc.strerror}") from None
+        if owner != os.geteuid():
+            # The camera's secret key lives here: only the service user may own it.
+            raise ConfigError(f"GnuPG home {home} belongs to uid {owner}, not to the user running seccam "
+                              f"(uid {os.geteuid()}); run seccam as that user, or: chown -R that-user {home}")
+        try:
+            os.chmod(home, 0o700)  # gpg warns about (and an attacker could use) a group-readable home
+        except OSError as exc:  # pragma: no cover - we own it, so chmod works
+            raise ConfigError(f"cannot make GnuPG home {home} private: {exc.strerror}") from None
         try:
             import gnupg
         except ImportError:
@@ -351,7 +359,7 @@ class Gpg:
                        else "no signature was created")
         return bytes(result.data)
 
-    def decrypt_verify(self, data):
+    def decrypt_verify(self, data, max_output=None):
         """Decrypt and check the signature; return Decrypted(plaintext, signer).
 
         Success is judged by DECRYPTION_OKAY, not gpg's exit code: gpg exits 2
@@ -360,13 +368,19 @@ class Gpg:
         do not have. A bad signature raises GpgError.
         """
         stream = io.BytesIO(bytes(data))
-        result = self._call("decrypt", self._gpg.decrypt_file, stream, always_trust=True)
+        # --max-output: a small compressed message from a stranger must not inflate to gigabytes.
+        extra = ["--max-output", str(int(max_output))] if max_output else None
+        result = self._call("decrypt", self._gpg.decrypt_file, stream, always_trust=True, extra_args=extra)
         statuses = [line.split(" ", 1) for line in _status_lines(result)]
         keywords = [s[0] for s in statuses]
         if "DECRYPTION_OKAY" not in keywords or "DECRYPTION_FAILED" in keywords or "BADMDC" in keywords:
             self._fail("decrypt", result)
         if "BADSIG" in keywords:
             self._fail("decrypt", result, "bad signature")
+        # gpg still says DECRYPTION_OKAY when it stopped writing at --max-output.
+        if max_output and ("exceeded --max-output" in (getattr(result, "stderr", "") or "")
+                           or len(result.data or b"") >= int(max_output)):
+            self._fail("decrypt", result, f"plaintext larger than {int(max_output)} bytes")
         signer = None
         if "GOODSIG" in keywords:
             for key, *rest in statuses:

@@ -43,8 +43,13 @@ def poller(config, spool, now):
     if seen is None:
         return {"alive": False, "last_seen": None}
     age = now - seen
-    return {"alive": age <= POLLER_GRACE * config.sensors.liveness_s, "last_seen": events.iso(seen),
+    info = {"alive": age <= POLLER_GRACE * config.sensors.liveness_s, "last_seen": events.iso(seen),
             "age_s": round(age, 1), "started": stamp.get("started"), "pid": stamp.get("pid")}
+    previous = stamp.get("previous")
+    if isinstance(previous, dict) and previous.get("last_seen") and stamp.get("started"):
+        info["down"] = {"from": previous["last_seen"], "to": stamp["started"],
+                        "clean_stop": bool(previous.get("clean_stop"))}
+    return info
 
 
 def disk(spool):
@@ -126,8 +131,8 @@ def _bytes(n):
     return None  # pragma: no cover
 
 
-def summary_text(snap, since_count=None, results=None):
-    """The short health text a heartbeat carries."""
+def summary_text(snap, since_count=None, results=None, since=None):
+    """The short health text a heartbeat carries; ``since`` (ISO) is the previous heartbeat."""
     lines = []
     if results is not None:
         cams = ", ".join(f"{r.camera} ok" if r.ok else f"{r.camera} FAILED ({r.error})" for r in results)
@@ -138,6 +143,10 @@ def summary_text(snap, since_count=None, results=None):
     p = snap["poller"]
     lines.append("Motion sensors: watching." if p["alive"] else
                  f"Motion sensors: NOT RUNNING (last seen {p['last_seen'] or 'never'}).")
+    down = p.get("down")
+    if down and (since is None or down["to"] > since):
+        how = "stopped" if down["clean_stop"] else "crashed or lost power"
+        lines.append(f"Motion sensors were down from {down['from']} to {down['to']} ({how}).")
     if since_count is not None:
         lines.append(f"Motion events since the last heartbeat: {since_count}.")
     q = snap["queues"]

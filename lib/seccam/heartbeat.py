@@ -28,7 +28,8 @@ def process(config, spool, now=time.time):
         def make_health(results):
             snap = health.snapshot(config, spool, start)
             count = health.events_since(spool, since if isinstance(since, (int, float)) else None)
-            return {"text": "Heartbeat.\n" + health.summary_text(snap, count, results),
+            text = health.summary_text(snap, count, results, since=previous.get("time"))
+            return {"text": "Heartbeat.\n" + text,
                     "events_since_last": count,
                     "poller_alive": snap["poller"]["alive"],
                     "poller_last_seen": snap["poller"]["last_seen"],

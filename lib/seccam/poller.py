@@ -26,10 +26,12 @@ The liveness stamp is rewritten every ``sensors.liveness_s`` (with the
 
     {"version": 1, "pid": 1234, "started": ISO, "now": ISO, "interval_s": 30.0,
      "pins": {"pir": [17, 27], "button": null, "led": []}, "warmup_until": ISO,
-     "pending_events": 0, "stopped": ISO (only after a clean stop)}
+     "pending_events": 0, "stopped": ISO (only after a clean stop),
+     "previous": {"last_seen": ISO, "clean_stop": bool} (the run before this one)}
 
-A reader can say "poller was down from X to Y": X is the last ``now`` (or the
-file's mtime) of a stamp older than a few intervals, Y the next ``started``.
+A reader can say "poller was down from X to Y": while it is down, X is the
+stamp's mtime and it is older than a few intervals; after a restart, X is
+``previous.last_seen`` and Y is ``started``.
 """
 
 import argparse
@@ -97,6 +99,7 @@ class Poller:
         self.detector = None
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
+        self.previous = self._previous_run()
         self.scheduler = schedule.Scheduler()
         self._waker = Waker()
         self._stop = None
@@ -210,6 +213,15 @@ class Poller:
         return True
 
     # -- liveness ------------------------------------------------------------
+    def _previous_run(self):
+        """When the poller before this one was last seen, and whether it stopped cleanly, so a
+        heartbeat can say "down from X to Y" although this run replaces the stamp."""
+        seen = self.spool.state_mtime(STAMP)
+        if seen is None:
+            return None
+        old = self.spool.read_state(STAMP) or {}
+        return {"last_seen": events.iso(seen), "clean_stop": "stopped" in old}
+
     def write_stamp(self, stopped=False):
         now = time.time()
         stamp = {
@@ -223,6 +235,8 @@ class Poller:
             "pending_events": len(self.pending),
             "config": str(self.config.path),
         }
+        if self.previous:
+            stamp["previous"] = self.previous
         if stopped:
             stamp["stopped"] = events.iso(now)
         try:

@@ -99,6 +99,32 @@ def add_common_arguments(parser, subcommand=False):
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr at debug level", **extra)
 
 
+def become_spool_owner(config):
+    """Run as the spool's owner when started as root.
+
+    ``sudo seccam trigger`` (or a job started by hand as root) would otherwise
+    publish root-owned files that the service user cannot read, and they
+    would end up in corrupt/. Like Postfix's postqueue, seccam does its spool
+    work as the queue's owner. Does nothing unless root and the spool exists
+    and belongs to another user.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        owner = os.stat(config.spool_dir).st_uid
+    except OSError:
+        return None
+    if owner == 0:
+        return None
+    import pwd
+    entry = pwd.getpwuid(owner)
+    os.initgroups(entry.pw_name, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(owner)
+    os.environ["HOME"] = entry.pw_dir
+    return entry.pw_name
+
+
 def job_main(prog, description, work, argv=None, add_arguments=None):
     """The whole of a ``jobs/`` entry point: parse ``--config``, set up logging,
     load the configuration and call ``work(config, args)``."""
@@ -113,6 +139,7 @@ def job_main(prog, description, work, argv=None, add_arguments=None):
         setup_logging(prog, args.verbose)
         from . import config as _config
         cfg = _config.load(args.config)
+        become_spool_owner(cfg)
         return work(cfg, args)
 
     return run(prog, _main, argv)

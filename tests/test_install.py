@@ -1,0 +1,544 @@
+"""install.sh: a staged installation (--root) checked file by file, re-runs that converge, the
+conffile rule, --dry-run, --uninstall/--purge, and the messages for unsupported systems.
+
+Everything runs install.sh through helpers.shell.run_bash (bash coverage). Only --root and
+--dry-run runs touch nothing outside a temporary directory; the one real-mode run is a dry run
+that must leave the system exactly as it was.
+"""
+
+import hashlib
+import marshal
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from helpers.shell import run_bash
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir())
+ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
+# Paths a real installation touches: the dry run on this system must leave them as they were.
+SYSTEM_PATHS = ["/etc/seccam", "/opt/seccam", "/var/lib/seccam", "/var/spool/seccam", "/etc/cron.d",
+                "/etc/systemd/system", "/usr/local/bin/seccam"]
+
+
+# -- helpers -------------------------------------------------------------------------------
+def install(root, *args, env=None, **kw):
+    kw.setdefault("timeout", 120)
+    return run_bash("install.sh", "--root", root, *args, env=env, **kw)
+
+
+def ok(result):
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def changes(result):
+    """The change lines of a run (`+ cmd` or `would run: cmd`)."""
+    return [line for line in result.stdout.splitlines()
+            if line.startswith("install.sh: + ") or line.startswith("install.sh: would run: ")]
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def snapshot(*tops):
+    """{path: (mode, uid, gid, content hash or link target)} of every path under ``tops``."""
+    out = {}
+    for top in map(Path, tops):
+        if not top.exists() and not top.is_symlink():
+            continue
+        paths = [top] + (sorted(top.rglob("*")) if top.is_dir() and not top.is_symlink() else [])
+        for p in paths:
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                what = "-> " + os.readlink(p)
+            elif stat.S_ISREG(st.st_mode):
+                what = sha(p)
+            else:
+                what = "dir"
+            out[str(p)] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what)
+    return out
+
+
+def staged(root):
+    return (root / "var/lib/seccam/install/staged").read_text().splitlines()
+
+
+def os_release(tmp_path, text):
+    path = tmp_path / "os-release"
+    path.write_text(text)
+    return {**os.environ, "SECCAM_OS_RELEASE": str(path)}
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def installed(root):
+    ok(install(root))
+    return root
+
+
+# -- a staged installation -------------------------------------------------------------------
+def test_root_install_creates_directories_with_their_modes(installed):
+    expected = {"etc/seccam": 0o750, "var/lib/seccam": 0o700, "var/lib/seccam/gnupg": 0o700,
+                "var/spool/seccam": 0o750, "opt/seccam": 0o755, "etc/systemd/system": 0o755}
+    for rel, want in expected.items():
+        assert (installed / rel).is_dir(), rel
+        assert mode(installed / rel) == want, f"{rel}: {oct(mode(installed / rel))}"
+
+
+def test_root_install_copies_the_code_executable_and_links_seccam_onto_path(installed):
+    opt = installed / "opt/seccam"
+    for rel in ["bin/seccam", "bin/seccam-poller", "jobs/capture", "jobs/heartbeat"]:
+        assert (opt / rel).read_bytes() == (REPO / rel).read_bytes()
+        assert mode(opt / rel) == 0o755, rel
+    for py in (REPO / "lib/seccam").rglob("*.py"):
+        rel = py.relative_to(REPO)
+        if "__pycache__" not in rel.parts:
+            assert (opt / rel).read_bytes() == py.read_bytes(), rel
+            assert mode(opt / rel) == 0o644, rel
+    assert (opt / "lib/seccam/data/demo.toml").is_file()
+    assert (opt / "README.md").is_file() and (opt / "docs/example.toml").is_file()
+    assert not list(opt.rglob("tests"))
+    link = installed / "usr/local/bin/seccam"
+    assert link.is_symlink() and os.readlink(link) == "/opt/seccam/bin/seccam"
+
+
+def test_root_install_byte_compiles_every_module_with_its_installed_path(installed):
+    lib = installed / "opt/seccam/lib/seccam"
+    modules = [p for p in lib.rglob("*.py")]
+    assert modules
+    for py in modules:
+        [pyc] = list((py.parent / "__pycache__").glob(py.stem + ".cpython-*.pyc"))
+        code = marshal.loads(pyc.read_bytes()[16:])
+        # Tracebacks name the installed path, not the staging directory.
+        assert code.co_filename == "/" + str(py.relative_to(installed)), code.co_filename
+
+
+def test_installed_wrapper_finds_its_library(installed):
+    result = subprocess.run([sys.executable, installed / "opt/seccam/bin/seccam", "--version"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("seccam ")
+
+
+def test_root_install_puts_the_conffiles_in_place(installed):
+    cron = installed / "etc/cron.d/seccam"
+    config = installed / "etc/seccam/seccam.toml"
+    assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
+    assert config.read_bytes() == (REPO / "docs/example.toml").read_bytes() and mode(config) == 0o640
+    record = installed / "var/lib/seccam/install"
+    assert (record / "cron.d-seccam.sha256").read_text().strip() == sha(REPO / "crontab")
+    assert (record / "seccam.toml.sha256").read_text().strip() == sha(REPO / "docs/example.toml")
+
+
+def test_staged_file_records_owners_user_and_packages(installed):
+    lines = staged(installed)
+    owners = {}
+    for line in lines:
+        if line.startswith("owner "):
+            _, who, want, path = line.split(" ", 3)
+            owners[path] = (who, want)
+            # The recorded mode is the mode the file has in the root.
+            assert mode(installed / path.lstrip("/")) == int(want, 8), line
+    assert owners["/etc/seccam"] == ("root:seccam", "0750")
+    assert owners["/etc/seccam/seccam.toml"] == ("root:seccam", "0640")
+    assert owners["/var/lib/seccam"] == ("seccam:seccam", "0700")
+    assert owners["/var/lib/seccam/gnupg"] == ("seccam:seccam", "0700")
+    assert owners["/var/spool/seccam"] == ("seccam:seccam", "0750")
+    assert owners["/etc/cron.d/seccam"] == ("root:root", "0644")
+    assert owners["/opt/seccam/bin/seccam"] == ("root:root", "0755")
+    assert "user seccam system home=/var/lib/seccam shell=/usr/sbin/nologin groups=gpio video" in lines
+    [packages] = [line for line in lines if line.startswith("packages ")]
+    for pkg in ("python3-gpiozero", "python3-gnupg", "python3-schedule", "gnupg", "fswebcam", "qrencode"):
+        assert pkg in packages.split()
+    assert "packages-if-available python3-lgpio" in lines
+
+
+def test_root_install_says_what_it_skipped_and_the_next_step(root):
+    result = ok(install(root))
+    for what in ("packages", "user seccam", "services", "camera key", "demo"):
+        assert f"skipped: {what}" in result.stdout
+    assert "seccam keys init" in result.stdout
+
+
+def _exec_programs(unit_dir):
+    programs = set()
+    for unit in unit_dir.glob("seccam-*.service"):
+        for line in unit.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().startswith("Exec") and value.strip():
+                programs.add(value.strip().lstrip("-@:+!").split()[0])
+    return sorted(programs)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_installed_units_pass_systemd_analyze_verify(installed):
+    shutil.copytree(SYSTEM_UNITS, installed / "usr/lib/systemd/system", symlinks=True)
+    units = installed / "etc/systemd/system"
+    assert sorted(p.name for p in units.iterdir() if p.is_file()) == OUR_UNITS
+    for program in _exec_programs(units):
+        # seccam's own programs must be there from the installation; system ones (/bin/kill)
+        # come from this machine, as they would from the image's base system.
+        if not program.startswith("/opt/seccam/"):
+            (installed / program.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(program, installed / program.lstrip("/"))
+    for unit in OUR_UNITS:
+        result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={installed}", unit],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stderr == "", f"{unit}: {result.stderr}"
+
+
+def test_units_are_enabled_by_their_install_symlinks(installed):
+    units = installed / "etc/systemd/system"
+    assert os.readlink(units / "multi-user.target.wants/seccam-poller.service") == \
+        "/etc/systemd/system/seccam-poller.service"
+    for path_unit in ("seccam-capture.path", "seccam-send.path"):
+        assert os.readlink(units / "paths.target.wants" / path_unit) == f"/etc/systemd/system/{path_unit}"
+    # The jobs' services are started by their path units, not enabled.
+    assert not list(units.glob("*.wants/seccam-capture.service"))
+
+
+def _without_user_column(text):
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not ENV_LINE.match(stripped):
+            fields = stripped.split(None, 6)
+            line = " ".join(fields[:5] + fields[6:])
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("crontab") is None, reason="cron not installed")
+def test_installed_cron_file_passes_crontab_dry_run(installed, tmp_path):
+    copy = tmp_path / "crontab.nouser"
+    copy.write_text(_without_user_column((installed / "etc/cron.d/seccam").read_text()))
+    result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+# -- re-runs converge ----------------------------------------------------------------------------
+def test_second_run_changes_nothing(installed):
+    before = snapshot(installed)
+    result = ok(install(installed))
+    assert changes(result) == []
+    assert "nothing to change: seccam is installed and up to date" in result.stdout
+    assert snapshot(installed) == before
+
+
+def test_rerun_keeps_the_owners_edits_of_config_and_crontab(installed):
+    cron = installed / "etc/cron.d/seccam"
+    config = installed / "etc/seccam/seccam.toml"
+    cron.write_text(cron.read_text().replace("0    *  *   *   *    seccam  /opt/seccam/jobs/heartbeat",
+                                             "*/30 *  *   *   *    seccam  /opt/seccam/jobs/heartbeat"))
+    config.write_text(config.read_text() + '\n[delivery]\nrecipients = ["me@example.org"]\n')
+    edited = {cron: cron.read_bytes(), config: config.read_bytes()}
+    result = ok(install(installed))
+    assert changes(result) == []
+    for path, content in edited.items():
+        assert path.read_bytes() == content
+        # The default did not change: nothing to compare with, so no .dist.
+        assert not path.with_name(path.name + ".dist").exists()
+
+
+def test_edited_conffile_is_kept_and_new_default_written_beside_it(installed):
+    cron = installed / "etc/cron.d/seccam"
+    record = installed / "var/lib/seccam/install/cron.d-seccam.sha256"
+    cron.write_text(cron.read_text() + "# my note\n")
+    mine = cron.read_bytes()
+    # As if the previous installation had shipped another default than this one.
+    record.write_text(hashlib.sha256(b"an older default\n").hexdigest() + "\n")
+    result = ok(install(installed))
+    assert cron.read_bytes() == mine
+    dist = installed / "etc/cron.d/seccam.dist"
+    # cron ignores /etc/cron.d files with a dot in the name: the .dist copy never runs.
+    assert dist.read_bytes() == (REPO / "crontab").read_bytes() and mode(dist) == 0o644
+    assert "kept your version; the new default is /etc/cron.d/seccam.dist" in result.stdout
+    assert record.read_text().strip() == sha(REPO / "crontab")
+    again = ok(install(installed))
+    assert changes(again) == [] and cron.read_bytes() == mine and dist.exists()
+    # The owner merges the new default: the .dist copy goes away.
+    shutil.copy(dist, cron)
+    merged = ok(install(installed))
+    assert not dist.exists()
+    assert f"install.sh: + rm -rf {dist}" in changes(merged)
+    assert changes(ok(install(installed))) == []
+
+
+def test_config_edited_before_any_install_is_kept(root):
+    config = root / "etc/seccam/seccam.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("# written by hand before install.sh ran\n")
+    ok(install(root))
+    assert config.read_text() == "# written by hand before install.sh ran\n"
+    assert mode(config) == 0o640
+    assert (root / "etc/seccam/seccam.toml.dist").read_bytes() == (REPO / "docs/example.toml").read_bytes()
+
+
+def test_unchanged_old_default_is_replaced_by_the_new_one(installed):
+    cron = installed / "etc/cron.d/seccam"
+    old = b"# the default of an older seccam\n"
+    cron.write_bytes(old)
+    cron.chmod(0o600)
+    (installed / "var/lib/seccam/install/cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
+    result = ok(install(installed))
+    assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
+    assert not (installed / "etc/cron.d/seccam.dist").exists()
+    assert "updated to the new default (you had not changed it)" in result.stdout
+
+
+def test_rerun_repairs_modes_removes_stale_code_and_recompiles(installed):
+    (installed / "etc/seccam").chmod(0o755)
+    (installed / "etc/seccam/seccam.toml").chmod(0o644)
+    stale = installed / "opt/seccam/lib/seccam/removed_module.py"
+    stale.write_text("x = 1\n")
+    result = ok(install(installed))
+    assert mode(installed / "etc/seccam") == 0o750
+    assert mode(installed / "etc/seccam/seccam.toml") == 0o640
+    assert not stale.exists()
+    assert any("compileall" in line for line in changes(result))
+    assert changes(ok(install(installed))) == []
+
+
+def test_rerun_byte_compiles_modules_whose_pyc_files_are_gone(installed):
+    shutil.rmtree(installed / "opt/seccam/lib/seccam/commands/__pycache__")
+    result = ok(install(installed))
+    assert [line for line in changes(result) if "compileall" in line]
+    assert list((installed / "opt/seccam/lib/seccam/commands/__pycache__").glob("*.pyc"))
+
+
+def test_a_failing_step_is_named_and_stops_the_installation(root):
+    (root / "etc").mkdir()
+    (root / "etc/seccam").write_text("a file where a directory belongs\n")
+    result = install(root)
+    assert result.returncode == 1
+    assert f"install.sh: error: Failed during: install -d -m 0750 {root}/etc/seccam" in result.stderr
+    assert not (root / "opt/seccam").exists()
+
+
+def test_a_missing_tool_is_named(root, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "dpkg", "mktemp", "install", "find", "sha256sum", "stat", "ln",
+                 "readlink", "rm", "mv", "chmod", "id", "sort"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = install(root, env={**os.environ, "PATH": str(bin_dir)})
+    assert result.returncode == 1
+    assert "install.sh: error: need 'cmp' (command not found)" in result.stderr
+
+
+@pytest.mark.parametrize("flag, said", [("--demo", "skipped: demo: not run in a staging root"),
+                                        ("--no-demo", None)])
+def test_demo_flags_in_a_staging_root(root, flag, said):
+    result = ok(install(root, flag))
+    if said:
+        assert said in result.stdout
+    else:
+        assert "skipped: demo" not in result.stdout
+
+
+def test_a_file_in_the_way_of_the_symlink_is_replaced(root):
+    link = root / "usr/local/bin/seccam"
+    link.parent.mkdir(parents=True)
+    link.write_text("an old script\n")
+    result = ok(install(root))
+    assert os.readlink(link) == "/opt/seccam/bin/seccam"
+    assert "is not a symlink; replacing it" in result.stderr
+
+
+# -- dry run -----------------------------------------------------------------------------------
+def test_dry_run_into_a_root_changes_nothing_and_lists_the_changes(root):
+    result = ok(install(root, "--dry-run"))
+    assert list(root.iterdir()) == []
+    lines = changes(result)
+    assert lines and all(line.startswith("install.sh: would run: ") for line in lines)
+    assert any("/etc/cron.d/seccam" in line for line in lines)
+    assert re.search(r"dry run: \d+ change\(s\) would be made; nothing was changed", result.stdout)
+
+
+def test_dry_run_after_an_edit_lists_only_the_repair(installed):
+    (installed / "var/spool/seccam").chmod(0o777)
+    before = snapshot(installed)
+    result = ok(install(installed, "--dry-run"))
+    assert snapshot(installed) == before
+    assert changes(result) == [f"install.sh: would run: chmod 0750 {installed}/var/spool/seccam"]
+
+
+def test_dry_run_on_this_system_changes_nothing():
+    before = snapshot(*SYSTEM_PATHS)
+    result = run_bash("install.sh", "--dry-run", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(*SYSTEM_PATHS) == before
+    assert "install.sh: + " not in result.stdout
+    assert ("nothing to change" in result.stdout) or ("nothing was changed" in result.stdout)
+
+
+def test_installing_for_real_needs_root():
+    result = run_bash("install.sh", user=65534)
+    assert result.returncode == 1
+    assert "installing needs root: run  sudo ./install.sh" in result.stderr
+
+
+def test_a_staging_root_can_be_filled_without_root():
+    top = Path(tempfile.mkdtemp(prefix="scroot", dir="/tmp"))
+    try:
+        os.chown(top, 65534, 65534)
+        result = run_bash("install.sh", "--root", top, user=65534, group=65534, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "not root: the files in" in result.stdout
+        assert os.stat(top / "opt/seccam/bin/seccam").st_uid == 65534
+    finally:
+        shutil.rmtree(top)
+
+
+# -- uninstall ---------------------------------------------------------------------------------
+def _key_and_spool(root):
+    key = root / "var/lib/seccam/gnupg/private-keys-v1.d/CAMERA.key"
+    key.parent.mkdir(parents=True)
+    key.write_text("(a camera key)\n")
+    item = root / "var/spool/seccam/outbox/new/x.eml"
+    item.parent.mkdir(parents=True)
+    item.write_text("ciphertext\n")
+    return key, item
+
+
+def test_uninstall_removes_code_units_and_cron_but_keeps_config_key_and_spool(installed):
+    key, item = _key_and_spool(installed)
+    (installed / "etc/cron.d/seccam.dist").write_text("old default\n")
+    result = ok(install(installed, "--uninstall"))
+    assert not (installed / "opt/seccam").exists()
+    assert not (installed / "usr/local/bin/seccam").is_symlink()
+    assert not (installed / "etc/cron.d/seccam").exists()
+    assert not (installed / "etc/cron.d/seccam.dist").exists()
+    assert not [p for p in (installed / "etc/systemd/system").rglob("seccam*")]
+    assert (installed / "etc/seccam/seccam.toml").is_file()
+    assert key.is_file() and item.is_file()
+    assert "kept: /etc/seccam (configuration), /var/lib/seccam (the camera key)" in result.stdout
+    again = ok(install(installed, "--uninstall"))
+    assert "nothing to change: seccam is not installed" in again.stdout
+    # Installing again brings the crontab back and keeps the configuration.
+    ok(install(installed))
+    assert (installed / "etc/cron.d/seccam").read_bytes() == (REPO / "crontab").read_bytes()
+
+
+def test_purge_removes_config_key_and_spool_too(installed):
+    _key_and_spool(installed)
+    result = ok(install(installed, "--uninstall", "--purge"))
+    for rel in ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "opt/seccam"):
+        assert not (installed / rel).exists(), rel
+    assert "a new key is a new chat" in result.stderr
+
+
+def test_dry_run_uninstall_changes_nothing(installed):
+    before = snapshot(installed)
+    result = ok(install(installed, "--uninstall", "--purge", "--dry-run"))
+    assert snapshot(installed) == before
+    assert any(line.endswith(f"rm -rf {installed}/var/lib/seccam") for line in changes(result))
+
+
+# -- arguments and unsupported systems ---------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--purge"], "--purge only goes with --uninstall"),
+    (["--frobnicate"], "unknown argument: --frobnicate"),
+    (["--root"], "--root needs a directory"),
+    (["--root", "/nonexistent/seccam-root"], "not a directory"),
+])
+def test_usage_errors_exit_64(args, message):
+    result = run_bash("install.sh", *args)
+    assert result.returncode == 64
+    assert message in result.stderr
+
+
+def test_help_describes_the_options():
+    result = run_bash("install.sh", "--help")
+    assert result.returncode == 0
+    for option in ("--dry-run", "--uninstall", "--purge", "--root DIR", "--force"):
+        assert option in result.stdout
+    assert "set -euo" not in result.stdout
+
+
+def test_root_equals_slash_means_this_system(tmp_path):
+    result = run_bash("install.sh", "--root=/", "--dry-run", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "staging root" not in result.stdout
+
+
+UBUNTU = 'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n' \
+         'VERSION_CODENAME=jammy\n'
+DEBIAN_11 = 'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_ID="11"\nID=debian\nVERSION_CODENAME=bullseye\n'
+FEDORA = 'NAME="Fedora Linux"\nVERSION_ID=40\nID=fedora\nPRETTY_NAME="Fedora Linux 40 (Workstation Edition)"\n'
+RASPBIAN = 'PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="12"\n' \
+           'VERSION_CODENAME=bookworm\nID=raspbian\nID_LIKE=debian\n'
+
+
+@pytest.mark.parametrize("text, found", [
+    (UBUNTU, "found Ubuntu 22.04.4 LTS (ID=ubuntu VERSION_ID=22.04 VERSION_CODENAME=jammy"),
+    (DEBIAN_11, "found Debian GNU/Linux 11 (bullseye) (ID=debian VERSION_ID=11"),
+])
+def test_other_debian_releases_are_refused_with_what_was_found(root, tmp_path, text, found):
+    result = install(root, env=os_release(tmp_path, text))
+    assert result.returncode == 69
+    assert "unsupported system: " + found in result.stderr
+    assert "Raspberry Pi OS bookworm and Debian 12" in result.stderr
+    assert "run again with --force" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_force_installs_on_another_debian_release_with_a_warning(root, tmp_path):
+    result = install(root, "--force", env=os_release(tmp_path, UBUNTU))
+    assert result.returncode == 0, result.stderr
+    assert "not supported, going on because of --force" in result.stderr
+    assert (root / "opt/seccam/bin/seccam").is_file()
+
+
+def test_a_system_without_debian_is_refused_even_with_force(root, tmp_path):
+    result = install(root, "--force", env=os_release(tmp_path, FEDORA))
+    assert result.returncode == 69
+    assert "Fedora Linux 40" in result.stderr and "--force does not change that" in result.stderr
+
+
+def test_raspberry_pi_os_bookworm_is_supported(root, tmp_path):
+    result = install(root, env={**os_release(tmp_path, RASPBIAN), "SECCAM_ARCH": "armhf"})
+    assert result.returncode == 0, result.stderr
+    assert "system: Raspbian GNU/Linux 12 (bookworm) on armhf" in result.stdout
+
+
+def test_unknown_architecture_is_refused(root):
+    result = install(root, env={**os.environ, "SECCAM_ARCH": "riscv64"})
+    assert result.returncode == 69
+    assert "architecture riscv64" in result.stderr
+
+
+def test_missing_os_release_is_refused(root, tmp_path):
+    result = install(root, env={**os.environ, "SECCAM_OS_RELEASE": str(tmp_path / "nothing")})
+    assert result.returncode == 69
+    assert "cannot read" in result.stderr and "nothing" in result.stderr
+
+
+def test_os_release_of_the_staging_root_is_used(root):
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text(DEBIAN_11)
+    env = {k: v for k, v in os.environ.items() if k != "SECCAM_OS_RELEASE"}
+    result = install(root, env=env)
+    assert result.returncode == 69
+    assert f"from {root}/etc/os-release" in result.stderr
