@@ -13,6 +13,7 @@ from conftest import ROOT
 
 from helpers import sendkit
 from helpers.figures import record
+from helpers.mailfixtures import check_pgp_mime
 
 POINTS = ["encrypt.claimed", "encrypt.before-gpg", "encrypt.published", "encrypt.before-remove",
           "send.before-submit", "send.accepted"]
@@ -29,6 +30,11 @@ def cam(mailserver):
     c.mailserver = mailserver
     c.start = len(mailserver.received)
     yield c
+    # Beyond the suite-wide structure check: each message this camera sent decrypts with the
+    # camera's own key (it encrypts to itself) and carries its good signature.
+    for rec in mailserver.received[c.start:]:
+        if rec.mail_from == sendkit.CAMERA_ADDR:
+            assert check_pgp_mime(rec.raw, gnupghome=str(c.home), signer=c.fingerprint) == []
     c.close()
 
 
