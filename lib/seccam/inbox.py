@@ -1,0 +1,419 @@
+"""``jobs/inbox``: read the camera's mailbox; onboarding by invite and Autocrypt key import.
+
+This module owns what happens to mail that reaches the camera: every message
+in the IMAP INBOX is fetched, handled and then deleted, so the mailbox never
+grows without bound. It also owns the ``inbox`` job lock and the
+``corrupt/*.inbox.eml`` items it sets aside.
+
+Every inbound message is hostile until proven otherwise:
+
+* a message larger than :data:`MAX_MESSAGE_BYTES` is never downloaded (a
+  partial fetch caps what is read even if the server's size is a lie): it is
+  logged and deleted;
+* before parsing, the number of ``multipart`` declarations is capped
+  (:data:`MAX_MIME_PARTS`; Python's parser recurses and a deep nest would
+  crash it); after parsing, the nesting depth is capped (:data:`MAX_MIME_DEPTH`);
+  garbage that does not parse is logged and deleted;
+* decryption output is capped (``gpg --max-output``) against compression bombs;
+* nothing from a message is ever written to disk except the raw message
+  itself, by seccam.spool under a name of its own, when it is set aside: an
+  encrypted message that cannot be decrypted goes to ``corrupt/`` with a
+  ``.reason`` (at most :data:`MAX_SET_ASIDE` of them, then such mail is only
+  logged). Attachments are never extracted.
+
+What a message is used for:
+
+* Secure-Join (seccam.securejoin): a clear-text ``vc-request`` naming an
+  open invite, and an encrypted, signed ``vc-request-with-auth``. The replies
+  are sent at once over SMTP (queued in the outbox if the server is
+  unavailable). After a completed join the camera sends a *welcome*: a
+  heartbeat-like image set (an image from every camera and the health
+  summary) through the normal encrypt and send steps.
+* Autocrypt (seccam.autocrypt, issue 3): the Level 1 rules for mail from
+  recipients; an encrypted message's verified signer may update the pinned key.
+* Anything else is logged and deleted.
+
+A temporary failure (IMAP/SMTP unreachable, disk full) leaves the message on
+the server for the next run; one bad message never stops the others.
+"""
+
+import contextlib
+import dataclasses
+import email
+import email.policy
+import email.utils
+import logging
+import re
+import time
+
+from .errors import EX_OK, ConfigError, SeccamError, TemporaryError
+
+log = logging.getLogger("seccam.inbox")
+
+PROG = "seccam-inbox"
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_PLAINTEXT_BYTES = 4 << 20
+MAX_MIME_DEPTH = 8
+MAX_MIME_PARTS = 64
+MAX_PER_RUN = 100
+MAX_SET_ASIDE = 100
+SET_ASIDE_SUFFIX = ".inbox.eml"
+_MULTIPART_RE = re.compile(rb"content-type:\s*multipart/", re.I)
+
+
+class Hostile(Exception):
+    """A message was refused before use; ``str()`` says why (for the log)."""
+
+
+@dataclasses.dataclass
+class Result:
+    fetched: int = 0
+    deleted: int = 0
+    kept: int = 0                 # left on the server after a temporary failure
+    set_aside: int = 0
+    oversize: int = 0
+    dropped: int = 0              # refused (hostile, garbage, unexpected) or of no use
+    keys_changed: int = 0         # Autocrypt offers that pinned or adopted a key
+    replies_sent: int = 0
+    replies_queued: int = 0
+    joined: list = dataclasses.field(default_factory=list)   # [(address, invite id)]
+    rejected: list = dataclasses.field(default_factory=list)  # [(step, reason)]
+
+
+# -- parsing with limits --------------------------------------------------------------
+def mime_depth(message):
+    """Nesting depth of ``message`` (1 for a single part), computed without recursion."""
+    deepest, stack = 0, [(message, 1)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload)
+    return deepest
+
+
+def parse(raw):
+    """``raw`` as an email.message.Message, or Hostile if it is too complex or no mail at all."""
+    if len(_MULTIPART_RE.findall(raw)) > MAX_MIME_PARTS:
+        raise Hostile(f"more than {MAX_MIME_PARTS} multipart parts")
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    except (RecursionError, ValueError, TypeError, IndexError) as exc:  # the parser is lenient; be safe
+        raise Hostile(f"unparseable: {type(exc).__name__}") from None
+    if not message.keys():
+        raise Hostile("no header")
+    depth = mime_depth(message)
+    if depth > MAX_MIME_DEPTH:
+        raise Hostile(f"MIME nesting depth {depth} > {MAX_MIME_DEPTH}")
+    return message
+
+
+def single_from(message):
+    pairs = email.utils.getaddresses([str(v) for v in message.get_all("From") or []])
+    addrs = [a.strip().lower() for _, a in pairs if a]
+    return addrs[0] if len(addrs) == 1 and addrs[0].count("@") == 1 else None
+
+
+def encrypted_payload(message):
+    """The armored OpenPGP data of an RFC 3156 message, or Hostile."""
+    if message.get_content_type() != "multipart/encrypted":
+        raise Hostile("not multipart/encrypted")
+    parts = message.get_payload()
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise Hostile("multipart/encrypted without exactly two parts")
+    data = parts[1].get_payload(decode=True)
+    if not data or b"-----BEGIN PGP MESSAGE-----" not in data:
+        raise Hostile("no armored OpenPGP message in the second part")
+    return data
+
+
+# -- one run ---------------------------------------------------------------------------
+class _Session:
+    """Per-run helpers created on first use: gpg, key store, inviter, SMTP connection."""
+
+    def __init__(self, config, spool, now, smtp_factory):
+        self.config = config
+        self.spool = spool
+        self.now = now
+        self.smtp_factory = smtp_factory
+        self._gpg = self._store = self._inviter = self._smtp = None
+        self.result = Result()
+
+    @property
+    def gpg(self):
+        if self._gpg is None:
+            from .gpg import Gpg, home_for
+            self._gpg = Gpg(home_for(self.config.state_dir))
+        return self._gpg
+
+    @property
+    def store(self):
+        if self._store is None:
+            from . import keys
+            self._store = keys.open_store(self.config, self.gpg)
+        return self._store
+
+    @property
+    def inviter(self):
+        if self._inviter is None:
+            from .invites import InviteStore
+            from .securejoin import Inviter
+            self._inviter = Inviter(self.config, self.gpg, InviteStore(self.config.state_dir), self.store,
+                                    now=self.now)
+        return self._inviter
+
+    def close(self):
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    # -- replies ------------------------------------------------------------------------
+    def send_reply(self, raw, to_addr):
+        """Send a Secure-Join reply now; if the server is unavailable, queue it for jobs/send."""
+        from .spool import unique_name
+        from .transport import Smtp, SmtpPermanentError, SmtpTemporaryError
+
+        try:
+            if self._smtp is None:
+                self._smtp = (self.smtp_factory or Smtp)(self.config.account)
+            self._smtp.send(raw, self.config.account.address, [to_addr])
+        except SmtpTemporaryError as exc:
+            self.close()
+            path = self.spool.write("outbox.new", raw, name=unique_name(".securejoin.eml"))
+            self.result.replies_queued += 1
+            log.warning("reply=%s to=%s state=outbox.new error=%r", path.name, to_addr, str(exc))
+            return
+        except SmtpPermanentError as exc:
+            self.close()
+            log.error("reply to=%s state=failed error=%r", to_addr, str(exc))
+            return
+        self.result.replies_sent += 1
+        log.info("reply to=%s state=sent bytes=%d", to_addr, len(raw))
+
+    def set_aside(self, raw, reason):
+        if len(self.spool.items("corrupt", suffix=SET_ASIDE_SUFFIX)) >= MAX_SET_ASIDE:
+            log.warning("state=dropped reason=%r set_aside_full=%d", reason, MAX_SET_ASIDE)
+            return None
+        path = self.spool.write("corrupt", raw, suffix=SET_ASIDE_SUFFIX)
+        self.spool.write_reason(path, reason)
+        self.result.set_aside += 1
+        return path
+
+
+def handle(session, raw):
+    """Handle one message; return ``(disposition, detail)`` for the log line.
+
+    Raises TemporaryError when the message must stay on the server for the next run.
+    """
+    from . import autocrypt, securejoin
+    from .gpg import GpgError
+
+    try:
+        message = parse(raw)
+    except Hostile as exc:
+        return "dropped", f"reason={str(exc)!r}"
+    sender = single_from(message)
+    if sender is None:
+        return "dropped", "reason='no single From address'"
+    if sender == session.config.account.address:
+        return "dropped", "reason='own address'"
+    step = securejoin.step_of(message)
+    if message.get_content_type() == "multipart/encrypted":
+        try:
+            payload = encrypted_payload(message)
+            decrypted = session.gpg.decrypt_verify(payload, max_output=MAX_PLAINTEXT_BYTES)
+        except (Hostile, GpgError) as exc:
+            path = session.set_aside(raw, f"inbox: cannot decrypt mail from {sender}: {exc}")
+            return "set-aside", f"from={sender} item={path.name if path else '-'} reason={str(exc)!r}"
+        try:
+            inner = parse(decrypted.plaintext)
+        except Hostile as exc:
+            path = session.set_aside(raw, f"inbox: decrypted mail from {sender} is unusable: {exc}")
+            return "set-aside", f"from={sender} item={path.name if path else '-'} reason={str(exc)!r}"
+        inner_step = securejoin.step_of(inner)
+        if inner_step == securejoin.REQUEST_WITH_AUTH:
+            return _securejoin(session, session.inviter.handle_request_with_auth(message, inner, decrypted.signer))
+        if inner_step is not None:
+            return "dropped", f"from={sender} reason='unexpected Secure-Join step' step={inner_step[:40]!r}"
+        if inner.get_content_type() == "multipart/report":
+            return "dropped", f"from={sender} reason=report"
+        source = message if message.get("Autocrypt") is not None or inner.get("Autocrypt") is None else inner
+        outcome = autocrypt.process_incoming(source, session.store, session.now(), signed_by=decrypted.signer)
+        return _autocrypt(session, sender, outcome, decrypted.signer)
+    if step == securejoin.REQUEST:
+        return _securejoin(session, session.inviter.handle_request(message))
+    if step is not None:
+        return "dropped", f"from={sender} reason='Secure-Join step in clear text' step={step[:40]!r}"
+    outcome = autocrypt.process_incoming(message, session.store, session.now())
+    return _autocrypt(session, sender, outcome, None)
+
+
+def _autocrypt(session, sender, outcome, signer):
+    from .keys import Outcome
+    if outcome in (Outcome.PINNED, Outcome.ADOPTED):
+        session.result.keys_changed += 1
+    return "autocrypt", f"from={sender} outcome={outcome} signed_by={signer or '-'}"
+
+
+def _securejoin(session, handled):
+    if handled.reply is not None:
+        session.send_reply(handled.reply, handled.address)
+    if handled.outcome == "joined":
+        session.result.joined.append((handled.address, handled.invite))
+    elif handled.outcome in ("rejected", "key-pending"):
+        session.result.rejected.append((handled.step, handled.reason))
+    return "securejoin", handled.log_fields()
+
+
+def poll(config, spool, now=None, imap_factory=None, smtp_factory=None, lock_timeout_s=0, welcome=True):
+    """Fetch and handle every message in the INBOX (at most MAX_PER_RUN); return a Result,
+    or None when another inbox run holds the lock."""
+    if config.account is None:
+        raise ConfigError(f"{config.path}: no [account] section: the inbox job needs the camera's mail account")
+    if not config.account.imap_host:
+        raise ConfigError(f"{config.path}: account.imap_host is not set: the inbox job reads the camera's IMAP "
+                          "mailbox (docs/configuration.md)")
+    from .imap import Imap
+
+    clock = (lambda: now) if now is not None else time.time
+    spool.ensure()
+    session = _Session(config, spool, clock, smtp_factory)
+    result = session.result
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(spool.lock("inbox", timeout_s=lock_timeout_s))
+        except TemporaryError:
+            log.info("state=skipped reason=another-inbox-job-running")
+            return None
+        stack.callback(session.close)
+        box = stack.enter_context((imap_factory or Imap)(config.account))
+        for uid, size in box.list()[:MAX_PER_RUN]:
+            if not _one(session, box, uid, size):
+                break
+        if result.deleted:
+            box.expunge()
+        _prune_invites(session)
+    if result.fetched or result.oversize:
+        log.info("state=done fetched=%d deleted=%d kept=%d set_aside=%d dropped=%d joined=%d",
+                 result.fetched, result.deleted, result.kept, result.set_aside, result.dropped, len(result.joined))
+    if welcome and result.joined:
+        send_welcome(config, spool, [address for address, _ in result.joined], clock())
+    if (welcome and result.joined) or (result.keys_changed and spool.items("sets.held")):
+        _run_send(config, smtp_factory)
+    return result
+
+
+def _one(session, box, uid, size):
+    """Handle message ``uid``; return False to stop the run (temporary failure)."""
+    result = session.result
+    if size is not None and size > MAX_MESSAGE_BYTES:
+        box.delete(uid)
+        result.oversize += 1
+        result.deleted += 1
+        log.warning("uid=%d bytes=%d state=deleted reason=oversize limit=%d", uid, size, MAX_MESSAGE_BYTES)
+        return True
+    raw = box.fetch(uid, MAX_MESSAGE_BYTES)
+    if raw is None:
+        return True
+    result.fetched += 1
+    if len(raw) > MAX_MESSAGE_BYTES:
+        box.delete(uid)
+        result.oversize += 1
+        result.deleted += 1
+        log.warning("uid=%d bytes>%d state=deleted reason=oversize", uid, MAX_MESSAGE_BYTES)
+        return True
+    try:
+        disposition, detail = handle(session, raw)
+    except TemporaryError as exc:
+        result.kept += 1
+        log.warning("uid=%d state=kept reason=temporary error=%r", uid, str(exc))
+        return False
+    except SeccamError as exc:
+        disposition, detail = "dropped", f"error={str(exc)!r}"
+    except Exception as exc:  # noqa: BLE001 - a bug must not stop the queue; keep the mail for a human
+        log.exception("uid=%d unexpected error", uid)
+        path = session.set_aside(raw, f"inbox: internal error {type(exc).__name__}: {exc}")
+        disposition, detail = "set-aside", f"item={path.name if path else '-'} error={type(exc).__name__}"
+    if disposition == "dropped":
+        result.dropped += 1
+    box.delete(uid)
+    result.deleted += 1
+    level = logging.WARNING if disposition in ("set-aside",) or "outcome=rejected" in detail else logging.INFO
+    log.log(level, "uid=%d bytes=%d disposition=%s %s state=deleted", uid, len(raw), disposition, detail)
+    return True
+
+
+def _prune_invites(session):
+    """Forget long-closed invites; remove keys imported at step 1 of joins that never finished."""
+    from .invites import InviteStore
+
+    orphans = InviteStore(session.config.state_dir).prune(now=session.now())
+    if not orphans:
+        return
+    pinned = {rec.get("fingerprint") for rec in session.store.records()}
+    for rec in session.store.records():
+        pinned.update(p.get("fingerprint") for p in rec.get("pending", []))
+    waiting = {p.get("fingerprint") for inv in InviteStore(session.config.state_dir).all() for p in inv["pending"]}
+    camera = session.gpg.camera_key()
+    for fpr in set(orphans) - pinned - waiting - {camera, None}:
+        try:
+            session.gpg.delete_key(fpr)
+            log.info("event=unjoined_key_removed fingerprint=%s", fpr)
+        except SeccamError as exc:
+            log.warning("event=unjoined_key_remove_failed fingerprint=%s error=%r", fpr, str(exc))
+
+
+# -- after a join ---------------------------------------------------------------------
+def send_welcome(config, spool, addresses, now=None):
+    """Capture every camera and publish a heartbeat-like set whose text welcomes ``addresses``."""
+    from . import health, imageset
+    from .capture import LOCK_WAIT_S
+    from .spool import unique_name
+
+    now = time.time() if now is None else now
+    try:
+        with spool.lock("capture", timeout_s=LOCK_WAIT_S):
+            set_id = unique_name(now_ns=int(now * 1e9)) + "-welcome"
+
+            def make_health(results):
+                snap = health.snapshot(config, spool, now)
+                who = ", ".join(addresses)
+                text = (f"Connected: {who} joined by invite. This chat now receives the camera's alarms "
+                        "(a preview, then the full image from every camera) and its heartbeats, "
+                        "end-to-end encrypted.\n\n" + health.summary_text(snap, None, results))
+                return {"text": text, "welcome": list(addresses)}
+
+            path, _ = imageset.capture(config, spool, "heartbeat", set_id, (), health=make_health, now=now)
+    except SeccamError as exc:
+        log.error("event=welcome state=failed error=%r", str(exc))
+        return None
+    log.info("event=welcome set=%s recipients=%s state=sets.ready", path.name, ",".join(addresses))
+    return path
+
+
+def _run_send(config, smtp_factory=None):
+    """Encrypt what is ready and send it now (the welcome, held sets released by a new key)."""
+    from . import send
+    try:
+        return send.work(config, None, smtp_factory=smtp_factory)
+    except SeccamError as exc:
+        log.warning("step=send error=%r (jobs/send retries)", str(exc))
+        return exc.exit_code
+
+
+# -- the job -----------------------------------------------------------------------------
+def work(config, args=None):
+    from .spool import Spool
+    if config.account is not None and not config.account.imap_host:
+        # IMAP is optional (send-only set-ups); cron runs this job anyway: say it once, quietly.
+        log.info("state=skipped reason=no-imap_host")
+        return EX_OK
+    poll(config, Spool(config.spool_dir))
+    return EX_OK
+
+
+def main(argv=None):
+    from .runtime import job_main
+    return job_main(PROG, "Read the camera's mailbox: Secure-Join invites, Autocrypt keys; delete processed mail.",
+                    work, argv)

@@ -1,0 +1,354 @@
+"""jobs/inbox against the loopback Dovecot: every inbound message is hostile.
+
+Mail is delivered through the test SMTP front (plain listener) into the camera's real
+IMAP mailbox; seccam.inbox.poll reads it over verified TLS (the server's own CA file).
+Checked: oversize mail deleted unread, deep MIME and garbage dropped, undecryptable mail
+and decompression bombs set aside with a reason (and capped), Autocrypt keys of
+recipients pinned (strangers' ignored), processed mail deleted, mail kept on the server
+after a temporary failure, the job lock, and the IMAP client's TLS and login errors.
+"""
+
+import dataclasses
+import os
+import smtplib
+import textwrap
+
+import pytest
+
+from seccam import autocrypt, config as config_mod, imap, inbox, keys, mime
+from seccam.errors import TemporaryError
+from seccam.gpg import Gpg
+from seccam.spool import Spool
+from helpers.sendkit import kill_agent, short_dir
+
+
+@dataclasses.dataclass
+class Cam:
+    root: object
+    path: object
+    config: object
+    address: str
+    fpr: str
+
+    @property
+    def spool(self):
+        return Spool(self.config.spool_dir).ensure()
+
+    def gpg(self):
+        return Gpg(self.config.state_dir / "gnupg")
+
+
+def account(mailserver, addr, password, ca=True, security="tls"):
+    port = mailserver.imaps_port if security == "tls" else mailserver.imap_port
+    return textwrap.dedent(f"""\
+        [account]
+        address = "{addr}"
+        display_name = "Front door"
+        password = "{password}"
+        smtp_host = "127.0.0.1"
+        smtp_port = {mailserver.smtps_port}
+        smtp_security = "tls"
+        imap_host = "127.0.0.1"
+        imap_port = {port}
+        imap_security = "{security}"
+        timeout_s = 10
+        """) + (f'ca_file = "{mailserver.cafile}"\n' if ca else "")
+
+
+@pytest.fixture
+def cam(mailserver):
+    root = short_dir()
+    addr, password = mailserver.new_user("cam")
+    mailserver.add_camera_address(addr)
+    path = root / "seccam.toml"
+    path.write_text(f'spool_dir = "{root}/spool"\nstate_dir = "{root}/state"\n'
+                    + account(mailserver, addr, password)
+                    + '[delivery]\nrecipients = ["friend@seccam.test"]\n')
+    path.chmod(0o600)
+    cfg = config_mod.load(path)
+    fpr = Gpg(cfg.state_dir / "gnupg").generate_camera_key(addr)
+    yield Cam(root, path, cfg, addr, fpr)
+    kill_agent(cfg.state_dir / "gnupg")
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stranger():
+    home = short_dir("scs")
+    g = Gpg(home)
+    fpr = g.generate_camera_key("stranger@seccam.test")
+    yield g, fpr
+    kill_agent(home)
+    import shutil
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def deliver(mailserver, to, raw, sender="someone@seccam.test"):
+    with smtplib.SMTP(mailserver.host, mailserver.smtp_plain_port, timeout=10) as s:
+        s.sendmail(sender, [to], raw)
+
+
+def inbox_count(mailserver, cam):
+    return len(mailserver.fetch_inbox(cam.address))
+
+
+def plain(sender, to, body="hello", extra=""):
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: hi\r\nDate: Wed, 25 Nov 2026 19:00:00 +0000\r\n"
+            f"Message-ID: <{os.urandom(6).hex()}@seccam.test>\r\n{extra}MIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain\r\n\r\n{body}\r\n").encode()
+
+
+def nested(depth, to):
+    body = b"Content-Type: text/plain\r\n\r\nleaf\r\n"
+    for i in range(depth):
+        body = (b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)) + body \
+            + b"\r\n--b%d--\r\n" % i
+    return b"From: <deep@seccam.test>\r\nTo: <" + to.encode() + b">\r\nMIME-Version: 1.0\r\n" + body
+
+
+def encrypted_to(gpg, recipients, signer, sender, to, plaintext=None):
+    plaintext = plaintext or b"Content-Type: text/plain\r\n\r\nsecret\r\n"
+    armored = gpg.encrypt_sign(plaintext, recipients, signer=signer)
+    import datetime as _dt
+    env = mime.Envelope(from_name="", from_addr=sender, to=(to,), date=_dt.datetime.now(_dt.timezone.utc),
+                        message_id=f"<{os.urandom(6).hex()}@seccam.test>", subject="[...]")
+    value = autocrypt.build_header(sender, gpg.export_minimal(signer))
+    return mime.build_outer(env, value, armored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def poll(cam, **kw):
+    return inbox.poll(cam.config, cam.spool, welcome=False, **kw)
+
+
+def set_aside_items(cam):
+    return cam.spool.items("corrupt", suffix=inbox.SET_ASIDE_SUFFIX)
+
+
+# -- the job ------------------------------------------------------------------------------
+def test_inbox_job_exits_0_on_an_empty_mailbox(cam, run):
+    proc = run("jobs/inbox", config=cam.path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_inbox_job_without_imap_host_does_nothing_quietly(short_tmp, run):
+    from conftest import write_config
+    path = write_config(short_tmp, """
+        [account]
+        address = "cam@seccam.test"
+        password = "x"
+        smtp_host = "127.0.0.1"
+        smtp_security = "plain"
+        """)
+    proc = run("jobs/inbox", config=path)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    proc = run("jobs/inbox", config=short_tmp / "missing.toml")
+    assert proc.returncode == 78
+
+
+def test_processed_mail_is_deleted_so_the_mailbox_never_grows(cam, mailserver):
+    for i in range(3):
+        deliver(mailserver, cam.address, plain(f"spam{i}@seccam.test", cam.address))
+    result = poll(cam)
+    assert (result.fetched, result.deleted) == (3, 3)
+    assert inbox_count(mailserver, cam) == 0
+    assert poll(cam).fetched == 0
+
+
+def test_mail_marked_deleted_by_a_run_that_died_before_expunge_is_not_handled_again(cam, mailserver):
+    deliver(mailserver, cam.address, plain("a@seccam.test", cam.address))
+    deliver(mailserver, cam.address, plain("b@seccam.test", cam.address))
+    box = imap.Imap(cam.config.account).connect()
+    box.delete(box.list()[0][0])
+    box._conn.logout()  # the run dies: no EXPUNGE, no CLOSE (which would expunge)
+    assert inbox_count(mailserver, cam) == 2
+    result = poll(cam)
+    assert (result.fetched, result.deleted) == (1, 1)
+    assert inbox_count(mailserver, cam) == 0
+
+
+# -- hostile input --------------------------------------------------------------------------
+def test_oversize_mail_is_deleted_without_being_downloaded(cam, mailserver):
+    big = plain("big@seccam.test", cam.address, body=("x" * 76 + "\r\n") * (inbox.MAX_MESSAGE_BYTES // 76))
+    deliver(mailserver, cam.address, big)
+    result = poll(cam)
+    assert result.oversize == 1 and result.fetched == 0
+    assert inbox_count(mailserver, cam) == 0 and set_aside_items(cam) == []
+
+
+def test_partial_fetch_caps_what_is_read_even_if_the_size_is_a_lie(cam, mailserver, monkeypatch):
+    deliver(mailserver, cam.address, plain("big@seccam.test", cam.address, body=("y" * 70 + "\r\n") * 70))
+    monkeypatch.setattr(inbox, "MAX_MESSAGE_BYTES", 1000)
+    real_list = imap.Imap.list
+    monkeypatch.setattr(imap.Imap, "list", lambda self: [(uid, 10) for uid, _ in real_list(self)])
+    result = poll(cam)
+    assert result.oversize == 1 and result.fetched == 1
+    assert inbox_count(mailserver, cam) == 0
+
+
+@pytest.mark.parametrize("depth", [inbox.MAX_MIME_DEPTH + 1, 300, 3000])
+def test_deeply_nested_mime_is_dropped(cam, mailserver, depth):
+    deliver(mailserver, cam.address, nested(depth, cam.address))
+    result = poll(cam)
+    assert result.dropped == 1 and result.deleted == 1
+    assert inbox_count(mailserver, cam) == 0
+
+
+def test_mime_within_the_depth_limit_is_read(cam):
+    message = inbox.parse(nested(inbox.MAX_MIME_DEPTH - 1, cam.address))
+    assert inbox.mime_depth(message) == inbox.MAX_MIME_DEPTH
+
+
+def test_garbage_is_dropped_and_deleted(cam, mailserver):
+    noise = os.urandom(3000).replace(b"\r", b"").replace(b"\n", b"")
+    deliver(mailserver, cam.address, b"\r\n".join(noise[i:i + 70] for i in range(0, len(noise), 70)))
+    deliver(mailserver, cam.address, b"Content-Type: multipart/encrypted\r\n\r\nnot really\r\n")
+    result = poll(cam)
+    assert result.deleted == 2 and result.fetched == 2
+    assert inbox_count(mailserver, cam) == 0
+
+
+def test_undecryptable_mail_is_set_aside_with_a_reason(cam, mailserver, stranger):
+    g, fpr = stranger
+    deliver(mailserver, cam.address, encrypted_to(g, [fpr], fpr, "stranger@seccam.test", cam.address))
+    result = poll(cam)
+    assert result.set_aside == 1
+    [item] = set_aside_items(cam)
+    assert b"multipart/encrypted" in item.read_bytes()
+    assert "cannot decrypt" in cam.spool.read_reason(item)
+    assert item.parent == cam.spool.dir("corrupt")
+    assert inbox_count(mailserver, cam) == 0
+
+
+def test_a_decompression_bomb_is_set_aside_not_inflated(cam, mailserver, stranger):
+    g, fpr = stranger
+    g.import_keys(cam.gpg().export_armored(cam.fpr))
+    bomb = b"Content-Type: text/plain\r\n\r\n" + b"\0" * (inbox.MAX_PLAINTEXT_BYTES + 1_000_000)
+    raw = encrypted_to(g, [cam.fpr], fpr, "stranger@seccam.test", cam.address, plaintext=bomb)
+    assert len(raw) < 200_000
+    deliver(mailserver, cam.address, raw)
+    result = poll(cam)
+    assert result.set_aside == 1
+    assert "larger than" in cam.spool.read_reason(set_aside_items(cam)[0])
+
+
+def test_set_aside_mail_is_capped(cam, mailserver, stranger, monkeypatch):
+    monkeypatch.setattr(inbox, "MAX_SET_ASIDE", 1)
+    g, fpr = stranger
+    for _ in range(2):
+        deliver(mailserver, cam.address, encrypted_to(g, [fpr], fpr, "stranger@seccam.test", cam.address))
+    result = poll(cam)
+    assert result.set_aside == 1 and result.deleted == 2
+    assert len(set_aside_items(cam)) == 1
+
+
+def test_attachments_are_never_written_anywhere(cam, mailserver):
+    raw = (f"From: <friend@seccam.test>\r\nTo: <{cam.address}>\r\nMIME-Version: 1.0\r\n"
+           'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n'
+           '--b\r\nContent-Type: application/octet-stream\r\n'
+           'Content-Disposition: attachment; filename="../../../../tmp/seccam-evil"\r\n'
+           "Content-Transfer-Encoding: base64\r\n\r\nZXZpbA==\r\n--b--\r\n").encode()
+    deliver(mailserver, cam.address, raw)
+    before = {p for p in cam.root.rglob("*")}
+    poll(cam)
+    after = {p for p in cam.root.rglob("*")} - before
+    assert not os.path.exists("/tmp/seccam-evil")
+    assert all(p.is_relative_to(cam.root) for p in after)
+    assert not [p for p in after if p.is_file() and p.read_bytes() == b"evil"]
+
+
+# -- Autocrypt (issue 3) -----------------------------------------------------------------------
+def test_autocrypt_key_of_a_recipient_is_pinned_and_a_strangers_ignored(cam, mailserver, stranger):
+    g, fpr = stranger
+    value = autocrypt.build_header("friend@seccam.test", g.export_minimal(fpr))
+    deliver(mailserver, cam.address, plain("friend@seccam.test", cam.address, extra=f"Autocrypt: {value}\r\n"))
+    value = autocrypt.build_header("stranger@seccam.test", g.export_minimal(fpr))
+    deliver(mailserver, cam.address, plain("stranger@seccam.test", cam.address, extra=f"Autocrypt: {value}\r\n"))
+    result = poll(cam)
+    assert result.keys_changed == 1
+    store = keys.KeyStore(cam.config.state_dir)
+    assert store.record("friend@seccam.test")["fingerprint"] == fpr
+    assert store.record("friend@seccam.test")["source"] == "autocrypt"
+    assert store.record("stranger@seccam.test") is None
+    assert inbox_count(mailserver, cam) == 0
+
+
+def test_a_forged_autocrypt_key_does_not_replace_the_pinned_one(cam, mailserver, stranger):
+    g, fpr = stranger
+    friend = Gpg(short_dir("scf"))
+    ffpr = friend.generate_camera_key("friend@seccam.test")
+    keys.open_store(cam.config, cam.gpg()).import_key("friend@seccam.test", friend.export_armored(ffpr), "test")
+    value = autocrypt.build_header("friend@seccam.test", g.export_minimal(fpr))
+    deliver(mailserver, cam.address, plain("friend@seccam.test", cam.address, extra=f"Autocrypt: {value}\r\n"))
+    poll(cam)
+    assert keys.KeyStore(cam.config.state_dir).record("friend@seccam.test")["fingerprint"] == ffpr
+    assert [p["fingerprint"] for p in keys.pending_changes(cam.config)] == [fpr]
+    kill_agent(friend.home)
+    import shutil
+    shutil.rmtree(friend.home, ignore_errors=True)
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_mail_stays_on_the_server_after_a_temporary_failure(cam, mailserver, monkeypatch):
+    deliver(mailserver, cam.address, plain("a@seccam.test", cam.address))
+
+    def broken(session, raw):
+        raise TemporaryError("disk full")
+    monkeypatch.setattr(inbox, "handle", broken)
+    result = poll(cam)
+    assert result.kept == 1 and result.deleted == 0
+    assert inbox_count(mailserver, cam) == 1
+    monkeypatch.undo()
+    assert poll(cam).deleted == 1
+
+
+def test_one_bad_message_does_not_stop_the_others(cam, mailserver, monkeypatch):
+    deliver(mailserver, cam.address, plain("a@seccam.test", cam.address, body="boom"))
+    deliver(mailserver, cam.address, plain("b@seccam.test", cam.address))
+    real = inbox.handle
+
+    def flaky(session, raw):
+        if b"boom" in raw:
+            raise RuntimeError("a bug")
+        return real(session, raw)
+    monkeypatch.setattr(inbox, "handle", flaky)
+    result = poll(cam)
+    assert result.deleted == 2 and result.set_aside == 1
+    assert "internal error" in cam.spool.read_reason(set_aside_items(cam)[0])
+
+
+def test_a_second_run_skips_while_the_first_holds_the_lock(cam):
+    with cam.spool.lock("inbox"):
+        assert poll(cam) is None
+
+
+def test_imap_refuses_a_server_certificate_it_cannot_verify(cam, mailserver):
+    cfg = config_mod.parse(cam.path.read_text().replace(f'ca_file = "{mailserver.cafile}"\n', ""), cam.path)
+    with pytest.raises(imap.ImapPermanentError, match="certificate not trusted"):
+        imap.Imap(cfg.account).connect()
+
+
+def test_imap_starttls_works_and_a_wrong_password_is_permanent(cam, mailserver):
+    text = cam.path.read_text().replace(f"imap_port = {mailserver.imaps_port}", f"imap_port = {mailserver.imap_port}")
+    cfg = config_mod.parse(text.replace('imap_security = "tls"', 'imap_security = "starttls"'), cam.path)
+    with imap.Imap(cfg.account) as box:
+        assert box.list() == []
+    bad = config_mod.parse(text.replace('imap_security = "tls"', 'imap_security = "starttls"')
+                           .replace(f'password = "{mailserver.users[cam.address]}"', 'password = "wrong"'), cam.path)
+    with pytest.raises(imap.ImapPermanentError, match="login"):
+        imap.Imap(bad.account).connect()
+
+
+def test_imap_unreachable_is_temporary(cam):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    text = cam.path.read_text()
+    import re
+    text = re.sub(r"imap_port = \d+", f"imap_port = {port}", text)
+    cfg = config_mod.parse(text, cam.path)
+    with pytest.raises(imap.ImapTemporaryError):
+        poll(Cam(cam.root, cam.path, cfg, cam.address, cam.fpr))
