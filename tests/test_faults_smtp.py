@@ -269,3 +269,33 @@ def test_second_send_job_leaves_at_once_and_the_first_picks_up_late_arrivals(cam
     assert spool.items("outbox.new") == []
     got, lost, dup = tally(cam, list(ids.values()) + [v for k, v in late.items() if k not in ids])
     assert (lost, dup) == (0, 0)
+
+
+def test_send_does_not_wait_for_the_encrypt_lock_but_picks_up_what_that_job_publishes(cam):
+    """The path unit starts jobs/send at the first preview while capture still encrypts the rest:
+    send delivers at once and keeps watching the outbox until the encrypting job is done."""
+    import threading
+    first = queue(cam, NOW - 100, cameras=(("front", True),))
+    later_set = set_id(NOW - 50, "alarm")
+    sendkit.make_set(cam.spool, later_set, cameras=(("yard", True),))
+    parked = cam.spool.dir("tmp") / "parked"
+    from seccam import encrypt
+    encrypt.process(cam.config, cam.spool)  # encrypt the later set now, park its messages
+    parked.mkdir()
+    late = [p for p in cam.spool.items("outbox.new") if p.name.startswith(later_set)]
+    for p in late:
+        p.rename(parked / p.name)
+    result = {}
+    with cam.spool.lock("encrypt"):  # "jobs/capture" is encrypting
+        worker = threading.Thread(target=lambda: result.setdefault("code", run_send(cam, NOW)))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while len(accepted(cam)) < len(first) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(accepted(cam)) == len(first)  # delivered without waiting for the lock
+        for p in sorted(parked.iterdir()):  # the encrypting job publishes the rest
+            p.rename(cam.spool.dir("outbox.new") / p.name)
+        time.sleep(0.2)
+    worker.join(timeout=30)
+    assert result["code"] == 0 and cam.spool.items("outbox.new") == []
+    assert len(accepted(cam)) == len(first) + len(late)

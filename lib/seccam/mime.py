@@ -314,15 +314,29 @@ def packet_tags(binary):
     return [tag for tag, _ in _packets(binary)]
 
 
-def _crc24(data):
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
+def _crc24_table():
+    """RFC 4880 6.1's CRC-24, one table entry per byte value."""
+    table = []
+    for value in range(256):
+        crc = value << 16
         for _ in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
+        table.append(crc & 0xFFFFFF)
+    return tuple(table)
+
+
+_CRC24_TABLE = _crc24_table()
+
+
+def _crc24(data, table=_CRC24_TABLE):
+    # Table-driven: the bit-by-bit loop cost 164 ms for one 333 kB image in
+    # pure Python, eight times gpg's own time (docs/performance.md).
+    crc = 0xB704CE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFF) ^ table[(crc >> 16) ^ byte]
+    return crc
 
 
 def armor(binary):

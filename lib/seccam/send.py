@@ -72,7 +72,7 @@ BACKOFF_MAX_S = 900
 AUTH_RETRY_S = 900
 MESSAGE_SUFFIX = ".eml"
 # A run sends what it finds, then looks again for what arrived meanwhile; bounded.
-MAX_ROUNDS = 20
+MAX_ROUNDS = 100
 
 
 def main(argv=None):
@@ -103,8 +103,15 @@ def work(config, args=None, now=None, smtp_factory=None, **pacing):
 
 def _encrypt(config, spool):
     from . import encrypt
+    from .spool import LockBusy
     try:
-        encrypt.process(config, spool)
+        # If another job (capture) is encrypting right now, do not wait for it:
+        # deliver what is already in the outbox; deliver() keeps watching for the
+        # rest while that job holds the encrypt lock.
+        encrypt.process(config, spool, lock_timeout_s=0)
+    except LockBusy:
+        log.info("step=encrypt state=skipped reason=another-job-encrypting")
+        return EX_OK
     except SeccamError as exc:
         # What is already in the outbox still goes out.
         log.error("step=encrypt error=%r", str(exc))
@@ -121,7 +128,9 @@ def envelope(raw):
     import email.policy
     import email.utils
 
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[:end + 4]  # only the header block: the body is a 450 kB image
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
     ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype != "multipart/encrypted":
         raise ValueError(f"not an encrypted message (Content-Type {ctype or 'missing'}); refusing to send it")
@@ -285,7 +294,9 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
             elif outage is not None and not summary_done:
                 queue = [p for p in queue if kind_of(p.name) == 0] or queue
             if not queue:
-                break
+                if not _wait_for_encryption(spool, clock, sleep):
+                    break
+                continue
             for path in queue:
                 if session_error is not None or temp_in_a_row >= 2:
                     why = str(session_error or last_error)
@@ -363,6 +374,21 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
         raise TemporaryError(f"{deferred} message(s) deferred: {last_error}")
     # Messages deferred by an earlier run and not due yet: no news, no line on stderr.
     return EX_TEMPFAIL if spool.items("outbox.deferred") else EX_OK
+
+
+# While another job is encrypting, look for its messages this often, this long.
+ENCRYPT_POLL_S = 0.02
+ENCRYPT_WAIT_S = 60
+
+
+def _wait_for_encryption(spool, clock, sleep):
+    """While another job holds the encrypt lock, wait for its next message; True if one came."""
+    deadline = clock() + ENCRYPT_WAIT_S
+    while spool.lock_held("encrypt") and clock() < deadline:
+        if spool.items("outbox.new"):
+            return True
+        sleep(ENCRYPT_POLL_S)
+    return bool(spool.items("outbox.new"))
 
 
 def _queue(spool):

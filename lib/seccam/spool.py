@@ -60,6 +60,10 @@ class SpoolFormatError(DataError):
     """A spool item could not be parsed."""
 
 
+class LockBusy(TemporaryError):
+    """Another job of the same kind holds the lock."""
+
+
 def fsync_dir(path):
     """Make a rename or unlink in ``path`` durable (power loss after a rename)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -270,7 +274,7 @@ class Spool:
         """Hold the job lock ``name`` (an flock, released by the kernel on death).
 
         ``timeout_s=None`` waits for ever, ``0`` fails at once. Raises
-        TemporaryError when the lock is not had in time.
+        LockBusy (a TemporaryError) when the lock is not had in time.
         """
         path = self.dir("locks") / f"{name}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
@@ -282,11 +286,26 @@ class Spool:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise TemporaryError(f"another {name} job is running (lock {path})") from None
+                        raise LockBusy(f"another {name} job is running (lock {path})") from None
                     time.sleep(0.05)
             yield path
         finally:
             os.close(fd)
+
+    def lock_held(self, name):
+        """True if a live process holds the job lock ``name`` right now."""
+        path = self.dir("locks") / f"{name}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases the probe's lock
+        return False
 
     # -- small status stamps -----------------------------------------------
     def write_state(self, name, obj):
