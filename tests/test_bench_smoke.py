@@ -1,0 +1,83 @@
+"""The latency benchmark (tests/bench/latency.py) still runs and still writes well-formed tables.
+
+Not a timing test: nothing here depends on how fast anything is. ``--quick``
+runs one repetition with one camera through the real entry points, the floor
+and the naive script, and fills a copy of the docs markers; the first test goes
+through the runner tests/bench/run (which uses the test venv), the second
+calls the script with this interpreter.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.shell import run_bash
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "tests" / "bench" / "latency.py"
+NUMBER = r"\d+(\.\d+)?"
+
+
+def _table(text, heading):
+    """The rows (lists of cells) of the markdown table under the ### heading that starts with ``heading``."""
+    part = text.split("### " + heading, 1)[1]
+    lines = [ln for ln in part.splitlines()[1:] if ln.strip()]
+    rows = []
+    for line in lines:
+        if line.startswith("###") or not line.startswith("|"):
+            if rows:
+                break
+            continue
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    header, rule, body = rows[0], rows[1], rows[2:]
+    assert all(re.fullmatch(r"-{3,}:?", cell) for cell in rule), rule
+    assert all(len(row) == len(header) for row in body), (header, body)
+    return header, body
+
+
+def test_bench_quick_writes_well_formed_tables_between_the_markers(short_tmp):
+    doc = short_tmp / "performance.md"
+    doc.write_text("# title\n\nbefore\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n")
+    proc = run_bash("tests/bench/run", "--quick", "--write", doc, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = doc.read_text()
+    assert text.startswith("# title\n\nbefore\n<!-- bench:begin -->\n") and text.endswith("<!-- bench:end -->\nafter\n")
+    assert "\nold\n" not in text
+    assert "nproc=" in text and "tests/bench/latency.py --quick" in text
+
+    _, latency = _table(text, "Latency")
+    variants = {row[0] for row in latency}
+    assert {"floor (by hand)", "seccam, path units", "naive sequential script"} <= variants
+    for row in latency:
+        assert row[1] == "1"
+        for cell in row[2:]:
+            assert re.fullmatch(f"{NUMBER} / {NUMBER}", cell), row
+
+    _, ratios = _table(text, "Ratios")
+    first = [row for row in ratios if row[0] == "seccam, path units: first preview, 1 camera / floor"]
+    assert first and re.fullmatch(NUMBER, first[0][1]) and first[0][2] == "≤ 1.5" and first[0][3] in ("yes", "**no**")
+
+    header, imports = _table(text, "Start-up")
+    assert header[-1] == "gpiozero"
+    by_entry = {row[0].strip("`"): row for row in imports}
+    assert set(by_entry) == {"bin/seccam trigger", "jobs/capture", "jobs/send", "bin/seccam-poller"}
+    for row in imports:
+        assert re.fullmatch(NUMBER, row[1]) and row[-1] in ("yes", "no"), row
+    # The detection works (the poller does import it) and the contract holds for every job.
+    assert by_entry["bin/seccam-poller"][-1] == "yes"
+    assert [by_entry[e][-1] for e in ("bin/seccam trigger", "jobs/capture", "jobs/send")] == ["no"] * 3
+
+    _, segments = _table(text, "Where the time goes: segments")
+    assert len(segments) >= 5 and all(re.fullmatch(r"-?" + NUMBER, row[1]) for row in segments), segments
+    # stdout carries the same tables
+    assert "### Latency" in proc.stdout
+
+
+def test_bench_refuses_a_file_without_markers_before_measuring(short_tmp):
+    doc = short_tmp / "performance.md"
+    doc.write_text("no markers\n")
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--write", str(doc)],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 1 and "markers" in proc.stderr and "repetition" not in proc.stderr
+    assert doc.read_text() == "no markers\n"
