@@ -122,7 +122,7 @@ need_cmd() {
 
 # Run a check or read-only step that must work; name it when it does not.
 ensure() {
-  "$@" || abort "Failed during: $*"
+  "$@" || abort "Failed during: $*"  # shcov: skip - used only by steps of a real installation (python check, demo)
 }
 
 # THE executor: every change to the system goes through here, so --dry-run shows exactly what
@@ -139,12 +139,14 @@ run() {
 
 # Like run, for a step whose failure is reported but does not stop the installation.
 try_run() {
+  # shcov: skip-begin - used only for the camera key of a real installation (runuser)
   if ((DRY_RUN)); then
     say "would run: $*"
     return 0
   fi
   say "+ $*"
   "$@"
+  # shcov: skip-end
 }
 
 # The path PATH of the target system (inside --root DIR when given).
@@ -334,7 +336,7 @@ fix_meta() {
   if [[ -z "${ROOT}" ]]; then
     have=$(stat -c '%U:%G' "${path}")
     if [[ "${have}" != "${owner}:${group}" ]]; then
-      run chown "${owner}:${group}" "${path}"
+      run chown "${owner}:${group}" "${path}"  # shcov: skip - a real installation as root with a wrong owner
     fi
   fi
 }
@@ -452,16 +454,18 @@ install_packages() {
 
 check_python() {
   if [[ ! -x "${SYSTEM_PYTHON}" ]]; then
+    # shcov: skip-begin - the tests themselves run on /usr/bin/python3 3.11, so it is there
     if ((DRY_RUN)); then
       return 0  # apt-get would install it
     fi
     abort "need ${SYSTEM_PYTHON} (Debian's python3)"
+    # shcov: skip-end
   fi
   if ! "${SYSTEM_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not a bookworm system?"
+    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not a bookworm system?"  # shcov: skip - as above
   fi
   if [[ -z "${ROOT}" ]] && ! ((DRY_RUN)); then
-    ensure "${SYSTEM_PYTHON}" -c 'import gnupg, gpiozero, schedule'
+    ensure "${SYSTEM_PYTHON}" -c 'import gnupg, gpiozero, schedule'  # shcov: skip - a real installation only
   fi
 }
 
@@ -657,6 +661,7 @@ systemd_running() {
 }
 
 unit_changed() {
+  # shcov: skip-begin - asked only when systemd is PID 1 (the tests run in a container without it)
   local unit
   for unit in "${CHANGED_UNITS[@]}"; do
     if [[ "${unit}" == "$1" ]]; then
@@ -664,6 +669,7 @@ unit_changed() {
     fi
   done
   return 1
+  # shcov: skip-end
 }
 
 start_services() {
@@ -678,6 +684,7 @@ start_services() {
     SKIPPED+=("${what} units installed and enabled, not started; no poller is running")
     return 0
   fi
+  # shcov: skip-begin - systemd as PID 1 only (the tests run in a container without it)
   if ((${#CHANGED_UNITS[@]})); then
     run systemctl daemon-reload
   fi
@@ -689,6 +696,7 @@ start_services() {
       run systemctl restart "${unit}"
     fi
   done
+  # shcov: skip-end
 }
 
 # -- 7. camera key ----------------------------------------------------------------------------
@@ -710,14 +718,17 @@ ensure_camera_key() {
     return 0
   fi
   if camera_key_exists; then
+    # shcov: skip-begin - needs the key and the [account] of a real installation in /var/lib/seccam and /etc/seccam
     NOTES+=("camera key: present in ${GNUPG_HOME}, kept (a new key would be a new chat)")
     return 0
+    # shcov: skip-end
   fi
   if ! account_configured; then
     NEXT_STEPS+=("put the camera's mail account into ${CONFIG} ([account], [delivery]; docs/setup.md)")
     NEXT_STEPS+=("generate the camera key once: sudo -u ${SERVICE_USER} seccam keys init")
     return 0
   fi
+  # shcov: skip-begin - as above: needs the real /etc/seccam/seccam.toml with an [account]
   if try_run runuser -u "${SERVICE_USER}" -- "${PREFIX}/bin/seccam" keys init; then
     CHANGES=$((CHANGES + 1))
     NEXT_STEPS+=("back up the camera key: sudo -u ${SERVICE_USER} seccam keys export-secret --output FILE")
@@ -727,12 +738,13 @@ ensure_camera_key() {
   fi
   # Do not leave the key generation's gpg-agent running.
   runuser -u "${SERVICE_USER}" -- gpgconf --homedir "${GNUPG_HOME}" --kill gpg-agent >/dev/null 2>&1 || true
+  # shcov: skip-end
 }
 
 # -- 8. demo ----------------------------------------------------------------------------------
 
 has_hardware() {
-  compgen -G '/dev/gpiochip*' >/dev/null || compgen -G '/dev/video*' >/dev/null
+  compgen -G '/dev/gpiochip*' >/dev/null || compgen -G '/dev/video*' >/dev/null  # shcov: skip - asked by a real installation only
 }
 
 run_demo() {
@@ -744,9 +756,11 @@ run_demo() {
         why="a staging root"
       elif ((DRY_RUN)); then
         why="a dry run"
+      # shcov: skip-begin - a real installation only (the tests use --root or --dry-run: the branches above)
       elif has_hardware; then
         NOTES+=("GPIO or camera found: no demo; run it any time with: sudo -u ${SERVICE_USER} seccam demo")
         return 0
+        # shcov: skip-end
       fi
       ;;
     yes)
@@ -759,8 +773,10 @@ run_demo() {
     SKIPPED+=("demo: not run in ${why}")
     return 0
   fi
+  # shcov: skip-begin - a real installation only (.ci/run does one and runs this demo)
   say "no GPIO and no camera here: running the demo cycle as user ${SERVICE_USER} (seccam demo)"
   ensure runuser -u "${SERVICE_USER}" -- "${PREFIX}/bin/seccam" demo
+  # shcov: skip-end
 }
 
 # -- the two actions --------------------------------------------------------------------------
@@ -805,11 +821,13 @@ units_to_remove() {
 do_uninstall() {
   local unit wanted removed=0
   if systemd_running; then
+    # shcov: skip-begin - systemd as PID 1 only (the tests run in a container without it)
     for unit in "${ENABLED_UNITS[@]}"; do
       if systemctl is-active --quiet "${unit}"; then
         run systemctl stop "${unit}"
       fi
     done
+    # shcov: skip-end
   fi
   while IFS= read -r unit; do
     for wanted in "$(target "${UNIT_DIR}")"/*.wants/"${unit}"; do
@@ -823,7 +841,7 @@ do_uninstall() {
     fi
   done < <(units_to_remove)
   if ((removed)) && systemd_running; then
-    run systemctl daemon-reload
+    run systemctl daemon-reload  # shcov: skip - systemd as PID 1 only (the tests run in a container without it)
   fi
   remove_path "${CRON_FILE}"
   remove_path "${CRON_FILE}.dist"

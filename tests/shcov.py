@@ -33,6 +33,19 @@ bash 5.2). The unit is the *statement*, one line for nearly every command:
 
 It is a heuristic, not a parser: unusual layouts can be misjudged, which
 shows up as a line reported missing although it ran (or the reverse).
+
+Lines that only run on a real system (apt-get, useradd, systemctl …) are
+excluded by a marker comment that gives the reason, the counterpart of
+coverage.py's ``# pragma: no cover - reason``:
+
+* ``cmd  # shcov: skip - REASON`` excludes the statement on that line;
+* ``# shcov: skip-begin - REASON`` … ``# shcov: skip-end`` excludes every
+  statement between the two marker lines.
+
+A marker without a reason is not honoured (the report says so). Excluded
+statements count neither as executed nor as executable; the table shows
+how many each file has (``Excl``). ``--fail-under N`` makes the exit status
+2 when the total is below N percent.
 """
 
 import argparse
@@ -58,6 +71,8 @@ _FUNC_HEADER = re.compile(
 _CASE_START = re.compile(r"^case\s.*\sin\s*$")
 _CASE_PATTERN = re.compile(r"^\(?[^()]*\)(?P<rest>.*)$")
 _HEREDOC = re.compile(r"(?<!<)<<(?!<)-?\s*(['\"]?)(?P<word>[A-Za-z_][\w.-]*)\1")
+_MARKER = re.compile(r"#\s*shcov:\s*(?P<kind>skip-begin|skip-end|skip)\b(?P<rest>.*)$")
+_REASON = re.compile(r"^\s*-\s*\S")
 
 
 def _scan_line(text, state):
@@ -173,6 +188,38 @@ def statements(text):
     return result
 
 
+def excluded_lines(text):
+    """Physical lines excluded by ``# shcov: skip`` markers, and marker problems.
+
+    Returns (set of line numbers, list of "LINE: problem" strings).
+    """
+    excluded, problems = set(), []
+    begin = None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        m = _MARKER.search(raw)
+        if not m:
+            if begin is not None:
+                excluded.add(lineno)
+            continue
+        kind = m.group("kind")
+        if kind == "skip-end":
+            if begin is None:
+                problems.append(f"{lineno}: skip-end without skip-begin")
+            begin = None
+            continue
+        if not _REASON.match(m.group("rest")):
+            problems.append(f"{lineno}: {kind} without a reason (write: # shcov: {kind} - why)")
+            continue
+        if kind == "skip-begin":
+            if begin is not None:
+                problems.append(f"{lineno}: skip-begin inside the block opened at line {begin}")
+            begin = lineno
+        excluded.add(lineno)
+    if begin is not None:
+        problems.append(f"{begin}: skip-begin without skip-end")
+    return excluded, problems
+
+
 def _is_bash_script(path):
     if path.suffix in (".sh", ".bash"):
         return True
@@ -187,7 +234,8 @@ def _is_bash_script(path):
 def repo_scripts(root):
     """Bash scripts of the repo, as paths relative to ``root``.
 
-    Test fixtures under tests/ and the EXCLUDED files are left out.
+    Test tooling and fixtures under tests/ and the EXCLUDED files are left
+    out: the report is about the scripts seccam ships.
     """
     try:
         out = subprocess.run(
@@ -255,37 +303,54 @@ def _missing_ranges(spans, hit):
 
 
 def report(root, trace_dir, out=sys.stdout):
-    """Print the table; return (executed, executable) statement totals."""
+    """Print the table; return (executed, executable) statement totals.
+
+    Statements excluded by markers are in neither total.
+    """
     root = Path(root).resolve()
     hits = executed_lines(trace_dir, root)
     names = set(repo_scripts(root))
-    names.update(n for n in hits if n not in EXCLUDED and (root / n).is_file())
-    rows = []
-    total_exec = total_hit = 0
+    names.update(n for n in hits
+                 if n not in EXCLUDED and not n.startswith("tests/") and (root / n).is_file())
+    rows, problems = [], []
+    total_exec = total_hit = total_excl = 0
     for name in sorted(names):
         text = (root / name).read_text(encoding="utf-8", errors="replace")
-        spans = statements(text)
+        skipped, bad = excluded_lines(text)
+        problems += [f"{name}:{p}" for p in bad]
+        spans = []
+        n_excl = 0
+        for span in statements(text):
+            if any(n in skipped for n in range(span[0], span[1] + 1)):
+                n_excl += 1
+            else:
+                spans.append(span)
         lines_hit = hits.get(name, set())
         hit = {sp for sp in spans if any(sp[0] <= n <= sp[1] for n in lines_hit)}
         total_exec += len(spans)
         total_hit += len(hit)
-        rows.append((name, len(spans), len(hit), _missing_ranges(spans, hit)))
+        total_excl += n_excl
+        rows.append((name, len(spans), len(hit), n_excl, _missing_ranges(spans, hit)))
     print("Bash coverage (xtrace; executed / executable lines, "
           "see tests/shcov.py for what counts):", file=out)
     if not rows:
         print("  no bash scripts found", file=out)
         return 0, 0
     width = max(len("TOTAL"), *(len(r[0]) for r in rows))
-    rule = "-" * (width + 30)
-    print(f"{'Name':<{width}}  Lines   Exec  Cover  Missing", file=out)
+    rule = "-" * (width + 37)
+    print(f"{'Name':<{width}}  Lines   Exec   Excl  Cover  Missing", file=out)
     print(rule, file=out)
-    for name, n_lines, n_hit, missing in rows + [(None, total_exec, total_hit, "")]:
+    for name, n_lines, n_hit, n_excl, missing in rows + [(None, total_exec, total_hit, total_excl, "")]:
         if name is None:
             print(rule, file=out)
             name = "TOTAL"
         pct = f"{100 * n_hit // n_lines}%" if n_lines else "n/a"
-        print(f"{name:<{width}}  {n_lines:5d}  {n_hit:5d}  {pct:>5}  {missing}".rstrip(),
+        print(f"{name:<{width}}  {n_lines:5d}  {n_hit:5d}  {n_excl:5d}  {pct:>5}  {missing}".rstrip(),
               file=out)
+    if total_excl:
+        print(f"({total_excl} statements excluded by '# shcov: skip - reason' markers)", file=out)
+    for problem in problems:
+        print(f"marker ignored: {problem}", file=out)
     return total_hit, total_exec
 
 
@@ -293,8 +358,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="repository root")
     parser.add_argument("--traces", required=True, help="directory of trace.* files")
+    parser.add_argument("--fail-under", type=float, metavar="N",
+                        help="exit with status 2 when the total is below N percent")
     args = parser.parse_args(argv)
-    report(args.root, args.traces)
+    hit, executable = report(args.root, args.traces)
+    if args.fail_under is not None and executable and 100 * hit < args.fail_under * executable:
+        print(f"bash coverage {100 * hit / executable:.1f}% is below --fail-under={args.fail_under:g}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -72,6 +72,19 @@ def test_make_room_prunes_only_until_within_budget_and_records_it(short_tmp):
     assert budget.make_room(cfg, spool, needed=0) == []  # within budget now: nothing more
 
 
+def test_a_pruned_failed_message_takes_its_reason_along(short_tmp):
+    _, spool = load(write_config(short_tmp))
+    [name] = fill(spool, 1000, "alarm", ["full"], size=300_000, state="outbox.failed")
+    spool.write_reason(spool.dir("outbox.failed") / name, "550 mailbox unavailable")
+    cfg, _ = load(write_config(short_tmp, body="spool_budget_mb = 0.1\nmin_free_mb = 0\n"))
+    assert [n for n, _ in budget.make_room(cfg, spool, needed=10**9)] == [name]
+    assert list(spool.dir("outbox.failed").iterdir()) == []
+
+
+def test_size_of_a_vanished_item_is_zero(short_tmp):
+    assert budget.size_of(short_tmp / "gone") == 0
+
+
 def test_events_and_corrupt_items_are_never_pruned(short_tmp):
     cfg, spool = load(write_config(short_tmp, body="spool_budget_mb = 1\nmin_free_mb = 0\n"))
     ev = events.record(spool, "trigger")

@@ -3,7 +3,10 @@
 owner's vCard -> ``seccam keys import`` -> ``seccam trigger`` -> jobs/capture -> jobs/send
 -> the owner's Delta Chat shows every camera's preview and full image with the padlock, as
 images, byte-identical, from the camera's key-contact. Heartbeats likewise; two recipients
-get one encrypted group. All seccam programs run as subprocesses (sys.executable).
+get one encrypted group. The owner's key also reaches the camera the Autocrypt way: an owner
+with ``force_encryption`` turned off writes to the camera in clear text, jobs/inbox pins the
+key from the Autocrypt header, and the alarm arrives with the padlock. All seccam programs
+run as subprocesses (sys.executable).
 
 The plaintext set is gone after encryption, so the reference image bytes come from the sent
 messages decrypted with the camera's own key (the camera encrypts to itself too).
@@ -23,7 +26,7 @@ pytest.importorskip("deltachat_rpc_client")
 TIMEOUT = 30
 
 
-def camera_setup(short_tmp, mailserver, recipients, run):
+def camera_setup(short_tmp, mailserver, recipients, run, import_vcards=True):
     addr, password = mailserver.add_user(f"cam{short_tmp.name[-6:].lower()}@{mailserver.domain}")
     mailserver.add_camera_address(addr)
     rec = ", ".join(f'"{a.addr}"' for a in recipients)
@@ -35,6 +38,9 @@ def camera_setup(short_tmp, mailserver, recipients, run):
         smtp_host = "127.0.0.1"
         smtp_port = {mailserver.smtps_port}
         smtp_security = "tls"
+        imap_host = "127.0.0.1"
+        imap_port = {mailserver.imaps_port}
+        imap_security = "tls"
         ca_file = "{mailserver.cafile}"
         timeout_s = 20
 
@@ -45,7 +51,7 @@ def camera_setup(short_tmp, mailserver, recipients, run):
     path = write_config(short_tmp, body, cameras=CAMERAS_OK)
     proc = run("bin/seccam", "keys", "init", config=path)
     assert proc.returncode == 0, proc.stderr
-    for acc in recipients:
+    for acc in recipients if import_vcards else ():
         vcf = short_tmp / f"{acc.addr}.vcf"
         vcf.write_text(acc.vcard())
         proc = run("bin/seccam", "keys", "import", vcf, config=path)
@@ -166,3 +172,50 @@ def test_two_recipients_share_one_encrypted_group(short_tmp, mailserver, dc_owne
         assert chat.chat_type in ("Group", 120), chat
         members = {c.get_snapshot().address for c in acc.account.get_chat_by_id(got[0].chat_id).get_contacts()}
         assert {dc_owner.addr, bob.addr, cam_addr} <= {m.lower() for m in members} | {acc.addr}
+
+
+def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clear_text(
+        short_tmp, mailserver, dc_owner, run):
+    """Issue 3's second key route: Delta Chat with force_encryption=0 -> Autocrypt header -> pinned."""
+    import json
+    cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run, import_vcards=False)
+    home = short_tmp / "state" / "gnupg"
+    # Nothing can go out yet: the owner is a recipient without a key.
+    run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+    run_ok(run, "jobs/capture", config=cfg)
+    held = run(*("bin/seccam", "status", "--json"), config=cfg)
+    assert json.loads(held.stdout)["queues"]["sets.held"]["count"] == 1
+    since = len(mailserver.received)
+
+    # A default profile refuses clear text ("e2e encryption unavailable"); this owner turned it off.
+    from deltachat_rpc_client.rpc import JsonRpcError
+    chat = dc_owner.account.create_contact(cam_addr, "Front door").create_chat()
+    assert dc_owner.account.get_config("force_encryption") == "1"
+    with pytest.raises(JsonRpcError, match="e2e encryption unavailable"):
+        chat.send_text("refused")
+    dc_owner.account.set_config("force_encryption", "0")
+    msg = chat.send_text("Hello camera, this is my key.")
+    dc_owner.wait_for_delivered(msg, timeout=TIMEOUT)
+    rec = mailserver.wait_for_received(lambda m: m.mail_from.lower() == dc_owner.addr, timeout=TIMEOUT, start=since)
+    assert mailserver.wait_for_response(rec).startswith("250")  # in the camera's mailbox now
+    outer = email.message_from_bytes(rec.raw, policy=email.policy.default)
+    assert outer.get_content_type() != "multipart/encrypted" and outer["Autocrypt"]  # clear text + key
+
+    run_ok(run, "jobs/inbox", config=cfg)  # as cron runs it
+    listed = json.loads(run_ok(run, "bin/seccam", "keys", "list", "--json", config=cfg).stdout)
+    owner = [r for r in listed["recipients"] if r["address"] == dc_owner.addr]
+    assert owner and owner[0]["fingerprint"] == dc_owner.fingerprint()
+    assert owner[0]["source"] == "autocrypt"
+    assert mailserver.fetch_inbox(cam_addr) == []  # read and deleted
+
+    # The held alarm goes out with the next jobs/send (jobs/inbox may already have sent it).
+    run_ok(run, "jobs/send", config=cfg)
+    sent = camera_images(mailserver, cam_addr, since, home)
+    fpr = camera_fpr(home)
+    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: front (full size)",
+                                       "Motion: yard", "Motion: yard (full size)"]
+    got = receive(dc_owner, 4, set(), cam_addr)
+    for m, (_, sha, _) in zip(got, sent):
+        assert m.show_padlock and m.view_type == "Image" and m.file_sha256 == sha
+        assert m.sender_is_key_contact and m.sender_fingerprint == fpr
+    assert len({m.chat_id for m in got}) == 1 and got[0].chat_id != chat.id  # the key-contact's chat

@@ -178,6 +178,62 @@ def test_heartbeat_with_every_camera_failed_is_one_text_with_the_health(cam):
     assert "Camera front down." in text_of(inner)
 
 
+def _set_health(set_path, text):
+    import json
+    meta = json.loads((set_path / "meta.json").read_text())
+    meta["health"] = {"text": text}
+    (set_path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_welcome_after_a_join_is_one_full_image_per_camera_opening_with_connected(cam):
+    from seccam import budget, inbox, send
+    spool = cam.spool
+    path = inbox.send_welcome(cam.config, spool, ["owner@seccam.test"])
+    set_id = path.name.removesuffix(".set")
+    assert set_id.endswith("-welcome") and encrypt.load_meta(path)["kind"] == "welcome"
+    encrypt.process(cam.config, spool)
+    names = outbox(spool)
+    assert names == [f"{set_id}.00.front.full.eml", f"{set_id}.01.yard.full.eml"]
+    _, _, first, signer = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    _, _, second, _ = open_message(spool.items("outbox.new")[1], cam.recipients[0])
+    lines = text_of(first).splitlines()
+    assert lines[0].startswith("Connected ") and lines[0].endswith(": seccam will send its alarms and heartbeats here.")
+    assert "Heartbeat" not in text_of(first)
+    assert "owner@seccam.test joined by invite" in text_of(first) and "Cameras: front ok, yard ok." in text_of(first)
+    assert text_of(second).splitlines()[1:] == ["Camera yard"]  # the health text once, in the first
+    assert (first["Subject"], second["Subject"]) == ("Connected: front", "Connected: yard")
+    assert image_of(first)[:3] == b"\xff\xd8\xff" and signer == cam.fingerprint
+    # jobs/send ranks it after alarms and before heartbeats; the spool budget prunes it with the alarms, last.
+    assert [send.kind_of(n) for n in names] == [1, 1]
+    assert budget.classify(names[0]) == ("alarm", "full") and budget.classify(path.name) == ("alarm", "set")
+
+
+def test_welcome_always_sends_the_full_image_even_when_heartbeats_send_previews(cam):
+    spool = cam.spool
+    wid = "20261125T200000.000001Z.13.cccc-welcome"
+    set_path, files = sendkit.make_set(spool, wid, kind="welcome")
+    _set_health(set_path, "owner@seccam.test joined by invite.")
+    cam.config_path.write_text(cam.config_path.read_text().replace("[delivery]",
+                                                                   '[delivery]\nheartbeat_image = "preview"'))
+    encrypt.process(cam.reload(), spool)
+    assert outbox(spool) == [f"{wid}.00.front.full.eml", f"{wid}.01.yard.full.eml"]
+    _, _, first, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    assert image_of(first) == files["front.jpg"]
+
+
+def test_welcome_with_every_camera_failed_is_one_text_with_the_health(cam):
+    spool = cam.spool
+    wid = "20261125T200000.000001Z.13.cccc-welcome"
+    set_path, _ = sendkit.make_set(spool, wid, kind="welcome", cameras=(("front", False),))
+    _set_health(set_path, "owner@seccam.test joined by invite.")
+    encrypt.process(cam.config, spool)
+    assert outbox(spool) == [f"{wid}.00.all.text.eml"]
+    _, _, inner, _ = open_message(spool.items("outbox.new")[0], cam.recipients[0])
+    text = text_of(inner)
+    assert text.startswith("Connected ") and "No camera worked." in text and "Camera front failed" in text
+    assert "owner@seccam.test joined by invite." in text and inner["Subject"] == "Connected: no image"
+
+
 def test_two_recipients_make_one_encrypted_group_with_gossip(group_cam):
     spool = group_cam.spool
     sendkit.make_set(spool, SET1, cameras=(("front", True),))

@@ -289,6 +289,28 @@ def test_a_forged_autocrypt_key_does_not_replace_the_pinned_one(cam, mailserver,
     shutil.rmtree(friend.home, ignore_errors=True)
 
 
+def test_a_forged_message_encrypted_to_the_camera_and_signed_by_another_key_leaves_the_pin(
+        cam, mailserver, stranger):
+    """The forger knows the camera's key: encrypted, signed with his own key, his key in Autocrypt."""
+    g, fpr = stranger
+    g.import_keys(cam.gpg().export_armored(cam.fpr))
+    friend = Gpg(short_dir("scf"))
+    ffpr = friend.generate_camera_key("friend@seccam.test")
+    keys.open_store(cam.config, cam.gpg()).import_key("friend@seccam.test", friend.export_armored(ffpr), "test")
+    inner = (f"From: <friend@seccam.test>\r\nContent-Type: text/plain\r\n"
+             f"Autocrypt: {autocrypt.build_header('friend@seccam.test', g.export_minimal(fpr))}\r\n\r\nnew key\r\n")
+    deliver(mailserver, cam.address, encrypted_to(g, [cam.fpr], fpr, "friend@seccam.test", cam.address,
+                                                  plaintext=inner.encode()))
+    result = poll(cam)
+    assert result.fetched == 1 and result.keys_changed == 0 and result.set_aside == 0
+    record = keys.KeyStore(cam.config.state_dir).record("friend@seccam.test")
+    assert record["fingerprint"] == ffpr  # never adopted: the signer is not the pinned key
+    assert [p["fingerprint"] for p in keys.pending_changes(cam.config)] == [fpr]  # shown for seccam keys accept
+    kill_agent(friend.home)
+    import shutil
+    shutil.rmtree(friend.home, ignore_errors=True)
+
+
 # -- failures ---------------------------------------------------------------------------------
 def test_mail_stays_on_the_server_after_a_temporary_failure(cam, mailserver, monkeypatch):
     deliver(mailserver, cam.address, plain("a@seccam.test", cam.address))

@@ -542,3 +542,75 @@ def test_os_release_of_the_staging_root_is_used(root):
     result = install(root, env=env)
     assert result.returncode == 69
     assert f"from {root}/etc/os-release" in result.stderr
+
+
+def test_without_dpkg_the_kernel_architecture_is_checked(root, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "uname", "mktemp", "install", "find", "cmp", "sha256sum", "stat",
+                 "ln", "readlink", "rm", "mv", "chmod", "id", "sort", "cat", "sed", "grep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {k: v for k, v in os.environ.items() if k != "SECCAM_ARCH"}
+    result = install(root, env={**env, "PATH": str(bin_dir)})
+    machine = os.uname().machine
+    if machine in ("armhf", "armel"):
+        assert result.returncode == 0, result.stderr  # uname -m names these as dpkg does
+    else:
+        # uname -m says x86_64/aarch64 where dpkg says amd64/arm64: refused, and the message says what was seen.
+        assert result.returncode == 69
+        assert f"architecture {machine}" in result.stderr
+
+
+def _stub(bin_dir, name, script):
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o755)
+
+
+def test_dry_run_on_a_bare_system_lists_packages_groups_and_user(tmp_path):
+    # This system as a fresh image would look to install.sh: no package installed (all of them
+    # available), no groups, no user. Stubs answer the queries; --dry-run changes nothing.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "dpkg-query", "exit 1")
+    _stub(bin_dir, "apt-cache", "exit 0")
+    _stub(bin_dir, "getent", "exit 2")
+    _stub(bin_dir, "id", 'if [ "$1" = -nG ]; then exit 1; fi\nexec /usr/bin/id "$@"')
+    before = snapshot(*SYSTEM_PATHS)
+    result = run_bash("install.sh", "--dry-run", "--no-demo", timeout=120,
+                      env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert snapshot(*SYSTEM_PATHS) == before
+    planned = [line.removeprefix("install.sh: would run: ") for line in changes(result)]
+    assert "install.sh: + " not in result.stdout
+    assert planned[0] == "env DEBIAN_FRONTEND=noninteractive apt-get update -qq"
+    install_line = planned[1]
+    assert install_line.startswith("env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                                   "--no-install-recommends python3 ")
+    assert install_line.endswith(" python3-lgpio")  # optional, and available here
+    assert "groupadd --system gpio" in planned and "groupadd --system video" in planned
+    assert ("useradd --system --user-group --home-dir /var/lib/seccam --no-create-home --shell "
+            "/usr/sbin/nologin --comment seccam security camera seccam") in planned
+    assert "usermod -a -G gpio seccam" in planned and "usermod -a -G video seccam" in planned
+
+
+def test_dry_run_purge_on_this_system_lists_removing_the_user(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "getent", "exit 0")  # the user seccam exists
+    before = snapshot(*SYSTEM_PATHS)
+    result = run_bash("install.sh", "--uninstall", "--purge", "--dry-run", timeout=120,
+                      env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert snapshot(*SYSTEM_PATHS) == before
+    assert "install.sh: + " not in result.stdout
+    assert changes(result)[-1] == "install.sh: would run: userdel seccam"
+
+
+def test_dry_run_without_root_warns_that_the_list_may_be_longer():
+    before = snapshot(*SYSTEM_PATHS)
+    result = run_bash("install.sh", "--dry-run", "--no-demo", user=65534, group=65534, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(*SYSTEM_PATHS) == before
+    assert "not root: some state is unreadable, so the list of changes may be longer" in result.stderr
+    assert "install.sh: + " not in result.stdout

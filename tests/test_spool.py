@@ -214,3 +214,42 @@ def test_coalesce_groups_by_gap():
     groups = events.coalesce(evs, 30)
     assert [[e["ts"] for e in g] for g in groups] == [[0, 10, 25], [100, 129], [200]]
     assert events.coalesce([], 30) == []
+
+
+def test_items_of_a_state_not_created_yet_are_none(tmp_path):
+    assert Spool(tmp_path / "never-ensured").items("outbox.new") == []
+
+
+def test_lock_held_is_false_for_a_lock_never_taken_and_true_while_held(spool):
+    assert spool.lock_held("encrypt") is False
+    with spool.lock("encrypt"):
+        assert spool.lock_held("encrypt") is True  # flock: another open of the file conflicts
+    assert spool.lock_held("encrypt") is False
+
+
+def test_publish_makes_nested_directories_durable_too(spool):
+    d = spool.make_tmp_dir(".set")
+    (d / "sub").mkdir()
+    (d / "sub" / "a.jpg").write_bytes(b"x")
+    dest = spool.publish(d, "sets.ready", "y.set")
+    assert (dest / "sub" / "a.jpg").read_bytes() == b"x"
+
+
+def test_full_disk_when_creating_a_set_directory_is_disk_full(spool, monkeypatch):
+    def full(path, mode=0o777):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "mkdir", full)
+    with pytest.raises(DiskFullError, match="no space left"):
+        spool.make_tmp_dir(".set")
+
+
+def test_state_stamp_write_failure_keeps_the_old_stamp_and_leaves_no_tmp(spool, monkeypatch):
+    spool.write_state("poller", {"pid": 1})
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "rename", full)
+    with pytest.raises(DiskFullError, match="writing state poller"):
+        spool.write_state("poller", {"pid": 2})
+    monkeypatch.undo()
+    assert spool.read_state("poller") == {"pid": 1} and list(spool.dir("tmp").iterdir()) == []

@@ -36,6 +36,8 @@ What each set becomes (docs/deltachat.md):
 * heartbeat: one message per working camera (the full image, or the preview
   with ``[delivery] heartbeat_image = "preview"`` to save mobile data) with
   the health summary in the first; one text-only message if no camera worked;
+* welcome (jobs/inbox, after a completed Secure-Join): like a heartbeat, but
+  always the full image, and the first line says the chat is connected;
 * summary (jobs/send, back online after an outage): one text-only message.
 
 With one recipient the messages form a 1:1 chat; with several, one encrypted
@@ -65,6 +67,7 @@ _PUBLISHED_PREFIX = ".published-"
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 LOCK_TIMEOUT_S = 600
+KINDS = ("alarm", "heartbeat", "welcome", "summary")
 
 
 @dataclasses.dataclass
@@ -274,7 +277,7 @@ def load_meta(path):
         raise SpoolFormatError("meta.json is missing") from None
     if meta.get("version") != 1:
         raise SpoolFormatError(f"meta.json: unsupported version {meta.get('version')!r}")
-    if meta.get("kind") not in ("alarm", "heartbeat", "summary"):
+    if meta.get("kind") not in KINDS:
         raise SpoolFormatError(f"meta.json: unknown kind {meta.get('kind')!r}")
     try:
         meta["_created"] = _dt.datetime.fromisoformat(meta["created"])
@@ -342,24 +345,28 @@ def plan(meta, set_path, heartbeat_image="full"):
             cam = {"name": cam["name"], "ok": False, "error": "image missing from the set"}
         (ok if cam["ok"] else failed).append(cam)
     failures = [f"Camera {c['name']} failed: {c.get('error') or 'unknown error'}" for c in failed]
-    heartbeat = meta["kind"] == "heartbeat"
-    health = (meta.get("health") or {}).get("text") if heartbeat else None
-    head = f"Heartbeat {when}" if heartbeat else f"Motion detected {when}"
-    sensors = [] if heartbeat else _sensor_lines(meta)
+    kind = meta["kind"]
+    if kind == "alarm":
+        head, label, health, sensors = f"Motion detected {when}", "Motion", None, _sensor_lines(meta)
+    elif kind == "welcome":
+        head = f"Connected {when}: seccam will send its alarms and heartbeats here."
+        label, health, sensors = "Connected", (meta.get("health") or {}).get("text"), []
+        heartbeat_image = "full"  # a one-off: show the owner the best picture
+    else:
+        head, label, health, sensors = f"Heartbeat {when}", "Heartbeat", (meta.get("health") or {}).get("text"), []
     extra = failures + ([""] + [str(health)] if health else [])
     out = []
     if not ok:
         body = [head, "No camera worked." if meta["cameras"] else "No camera is configured."] + sensors + extra
-        out.append(Planned(0, "all", "text", f"{'Heartbeat' if heartbeat else 'Motion'}: no image",
-                           "\n".join(body), None))
+        out.append(Planned(0, "all", "text", f"{label}: no image", "\n".join(body), None))
         return out
     nn = 0
     for index, cam in enumerate(ok):
         name = cam["name"]
         first = index == 0
-        if heartbeat:
+        if kind != "alarm":
             lines = [head, f"Camera {name}"] + (extra if first else [])
-            out.append(Planned(nn, name, heartbeat_image, f"Heartbeat: {name}", "\n".join(lines),
+            out.append(Planned(nn, name, heartbeat_image, f"{label}: {name}", "\n".join(lines),
                                Path(set_path) / cam[heartbeat_image]))
             nn += 1
             continue

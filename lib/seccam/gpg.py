@@ -192,7 +192,7 @@ class Gpg:
             raise ConfigError(f"cannot make GnuPG home {home} private: {exc.strerror}") from None
         try:
             import gnupg
-        except ImportError:
+        except ImportError:  # pragma: no cover - python3-gnupg is a test dependency (tests/run installs it)
             raise ConfigError("python-gnupg is not installed (Debian package python3-gnupg)") from None
         self.home = home
         self._gnupg = gnupg
@@ -305,7 +305,7 @@ class Gpg:
         """List the keys in ``keydata`` WITHOUT importing them (KeyInfo list)."""
         if not keydata:
             raise GpgError("scan", "no key data")
-        if hasattr(self._gpg, "scan_keys_mem"):  # python-gnupg 0.5.x
+        if hasattr(self._gpg, "scan_keys_mem"):  # pragma: no cover - python-gnupg 0.5.x; Debian 12 ships 0.4.9
             result = self._call("scan", self._gpg.scan_keys_mem, bytes(keydata))
         else:
             fd, name = tempfile.mkstemp(prefix="scan", dir=self.home)

@@ -1,8 +1,9 @@
 """What the spool says about the camera's health, for ``seccam status`` and heartbeats.
 
 Read-only: this module derives everything from the spool's directories and
-stamps and writes nothing, so it is safe to run at any moment, as any user
-who can read the spool.
+stamps (and, for the key store and the open invites, from the state dir) and
+writes nothing, so it is safe to run at any moment, as any user who can read
+the spool. It never reports an invite's secrets (invite number, auth secret).
 """
 
 import calendar
@@ -16,6 +17,9 @@ QUEUES = ("events.new", "events.active", "sets.ready", "sets.active", "sets.held
           "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt")
 # The poller refreshes its stamp every liveness_s; this many missed refreshes mean it is down.
 POLLER_GRACE = 3
+# What jobs/inbox sets aside in corrupt/ (seccam.inbox.SET_ASIDE_SUFFIX; not imported: inbox pulls in email).
+INBOX_SET_ASIDE_SUFFIX = ".inbox.eml"
+WAITING = ("outbox.new", "outbox.active", "outbox.deferred")
 
 
 def name_time(name):
@@ -34,7 +38,45 @@ def _queue(spool, state, now):
         info["oldest_age_s"] = round(now - min(times), 1)
     if state in ("sets.held", "outbox.failed", "corrupt"):
         info["reasons"] = {p.name: spool.read_reason(p) or "no reason recorded" for p in items[:20]}
+    if state == "corrupt":
+        info["inbox_mail"] = sum(p.name.endswith(INBOX_SET_ASIDE_SUFFIX) for p in items)
     return info
+
+
+def outage(spool, queues):
+    """The open outage of jobs/send (``state/outage.json``), or None while mail goes out."""
+    stamp = spool.read_state("outage")
+    if not stamp:
+        return None
+
+    def when(key):
+        return events.iso(stamp[key]) if isinstance(stamp.get(key), (int, float)) else None
+
+    return {"since": stamp.get("since_iso") or when("since"), "last_error": stamp.get("error"),
+            "attempts": int(stamp.get("attempts") or 0), "last_attempt": when("last_attempt"),
+            "auth": bool(stamp.get("auth")), "collapsed_heartbeats": int(stamp.get("collapsed_heartbeats") or 0),
+            "waiting": sum(queues[s]["count"] for s in WAITING)}
+
+
+def open_invites(config, now):
+    """The invites a Delta Chat user can still scan: id, label, uses left, expiry, never the secrets."""
+    try:
+        from . import invites
+        records = invites.InviteStore(config.state_dir).all()
+    except Exception as exc:  # status must show what it can, whatever a sub-report does
+        return {"count": 0, "open": [], "error": f"cannot read invites: {exc}"}
+    out = []
+    for rec in records:
+        try:
+            if invites.status(rec, now) != invites.OPEN:
+                continue
+            uses_left = int(rec.get("uses", 1)) - int(rec.get("used", 0))
+        except (TypeError, ValueError) as exc:
+            out.append({"id": rec.get("id"), "error": f"unreadable invite: {exc}"})
+            continue
+        out.append({"id": rec["id"], "label": rec.get("label"), "uses_left": uses_left,
+                    "expires": rec["expires"], "pending_joins": len(rec.get("pending") or [])})
+    return {"count": sum("error" not in i for i in out), "open": out}
 
 
 def poller(config, spool, now):
@@ -106,10 +148,11 @@ def snapshot(config, spool, now=None, with_keys=True):
     cams = spool.read_state("cameras") or {}
     captured = [c.get("time") for c in cams.values() if isinstance(c, dict) and c.get("time")]
     heartbeat = spool.read_state("heartbeat") or {}
+    queues = {state: _queue(spool, state, now) for state in QUEUES}
     snap = {
         "time": events.iso(now),
         "spool": str(spool.root),
-        "queues": {state: _queue(spool, state, now) for state in QUEUES},
+        "queues": queues,
         "last_motion": events.iso(motion) if motion else None,
         "last_capture": max(captured) if captured else None,
         "last_heartbeat": heartbeat.get("time"),
@@ -117,9 +160,11 @@ def snapshot(config, spool, now=None, with_keys=True):
         "poller": poller(config, spool, now),
         "disk": disk(spool),
         "pruned": _pruned(spool),
+        "outage": outage(spool, queues),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
+        snap["invites"] = open_invites(config, now)
     return snap
 
 
@@ -150,7 +195,7 @@ def summary_text(snap, since_count=None, results=None, since=None):
     if since_count is not None:
         lines.append(f"Motion events since the last heartbeat: {since_count}.")
     q = snap["queues"]
-    waiting = sum(q[s]["count"] for s in ("outbox.new", "outbox.active", "outbox.deferred"))
+    waiting = sum(q[s]["count"] for s in WAITING)
     lines.append(f"Messages waiting to be sent: {waiting}.")
     for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside")):
         if q[state]["count"]:

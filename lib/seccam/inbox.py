@@ -26,8 +26,8 @@ What a message is used for:
 * Secure-Join (seccam.securejoin): a clear-text ``vc-request`` naming an
   open invite, and an encrypted, signed ``vc-request-with-auth``. The replies
   are sent at once over SMTP (queued in the outbox if the server is
-  unavailable). After a completed join the camera sends a *welcome*: a
-  heartbeat-like image set (an image from every camera and the health
+  unavailable). After a completed join the camera sends a *welcome*: an
+  image set of kind ``welcome`` (an image from every camera and the health
   summary) through the normal encrypt and send steps.
 * Autocrypt (seccam.autocrypt, issue 3): the Level 1 rules for mail from
   recipients; an encrypted message's verified signer may update the pinned key.
@@ -366,7 +366,14 @@ def _prune_invites(session):
 
 # -- after a join ---------------------------------------------------------------------
 def send_welcome(config, spool, addresses, now=None):
-    """Capture every camera and publish a heartbeat-like set whose text welcomes ``addresses``."""
+    """Capture every camera and publish a ``welcome`` set (``<ID>-welcome.set``) for ``addresses``.
+
+    seccam.encrypt turns it into one message per working camera with the full
+    image, the first one opening with "Connected <time>: ..." and carrying the
+    health summary (one text-only message if no camera worked). Its outbox names
+    end in ``-welcome.<nn>...``: jobs/send ranks it after alarms and before
+    heartbeats, and seccam.budget prunes it with the alarms, last.
+    """
     from . import health, imageset
     from .capture import LOCK_WAIT_S
     from .spool import unique_name
@@ -379,12 +386,12 @@ def send_welcome(config, spool, addresses, now=None):
             def make_health(results):
                 snap = health.snapshot(config, spool, now)
                 who = ", ".join(addresses)
-                text = (f"Connected: {who} joined by invite. This chat now receives the camera's alarms "
-                        "(a preview, then the full image from every camera) and its heartbeats, "
-                        "end-to-end encrypted.\n\n" + health.summary_text(snap, None, results))
+                text = (f"{who} joined by invite. Alarms come as a preview, then the full image from every "
+                        "camera; everything in this chat is end-to-end encrypted.\n\n"
+                        + health.summary_text(snap, None, results))
                 return {"text": text, "welcome": list(addresses)}
 
-            path, _ = imageset.capture(config, spool, "heartbeat", set_id, (), health=make_health, now=now)
+            path, _ = imageset.capture(config, spool, "welcome", set_id, (), health=make_health, now=now)
     except SeccamError as exc:
         log.error("event=welcome state=failed error=%r", str(exc))
         return None

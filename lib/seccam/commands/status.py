@@ -1,6 +1,6 @@
 """``seccam status``: what a person inspecting the spool wants to know."""
 
-HELP = "show queues, last motion and capture, camera and poller health, free disk"
+HELP = "show queues, last motion and capture, camera and poller health, outage, open invites, free disk"
 
 _LABELS = {
     "events.new": "motion events waiting for capture",
@@ -31,8 +31,42 @@ def _age(seconds):
     return f"{seconds}s"
 
 
+def _outage_lines(outage):
+    if not outage:
+        return []
+    waiting = outage["waiting"]
+    lines = [f"OFFLINE since {outage['since'] or '?'} (last error: {outage['last_error'] or 'unknown'}), "
+             f"{waiting} message{'' if waiting == 1 else 's'} waiting"]
+    how = ("the server refuses the camera's login: fix the account password, then run seccam flush"
+           if outage.get("auth") else "retried automatically; to retry now: seccam flush")
+    lines.append(f"            {outage['attempts']} attempt(s), last at {outage.get('last_attempt') or '?'}; {how}")
+    if outage.get("collapsed_heartbeats"):
+        lines.append(f"            {outage['collapsed_heartbeats']} stale heartbeat(s) dropped "
+                     "(only the newest is sent)")
+    return lines
+
+
+def _invite_lines(invites):
+    if not invites:
+        return []
+    if invites.get("error"):
+        return [f"invites     {invites['error']}"]
+    lines = [f"invites     {invites['count']} open" + (" (revoke with: seccam invite revoke ID)"
+                                                         if invites["count"] else "")]
+    for inv in invites["open"]:
+        if "error" in inv:
+            lines.append(f"  {inv.get('id')}  {inv['error']}")
+            continue
+        left = inv["uses_left"]
+        pending = f", {inv['pending_joins']} join(s) in progress" if inv.get("pending_joins") else ""
+        lines.append(f"  {inv['id']}  {inv.get('label') or '(no label)'}: {left} use{'' if left == 1 else 's'} left, "
+                     f"expires {inv['expires']}{pending}")
+    return lines
+
+
 def render(snap):
     out = [f"spool {snap['spool']}"]
+    out.extend(_outage_lines(snap.get("outage")))
     p = snap["poller"]
     if p["alive"]:
         out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
@@ -53,7 +87,8 @@ def render(snap):
     out.append("queues:")
     for state, info in snap["queues"].items():
         age = f", oldest {_age(info['oldest_age_s'])}" if "oldest_age_s" in info else ""
-        out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{age}")
+        inbox = f", {info['inbox_mail']} of them mail the inbox set aside" if info.get("inbox_mail") else ""
+        out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{inbox}{age}")
         for item, reason in (info.get("reasons") or {}).items():
             out.append(f"      {item}: {reason}")
     for change in snap.get("key_changes") or []:
@@ -63,6 +98,7 @@ def render(snap):
             out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
                        f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
                        f"{change.get('fingerprint')}")
+    out.extend(_invite_lines(snap.get("invites")))
     pruned = snap.get("pruned") or {}
     if pruned.get("count"):
         out.append(f"pruned      {pruned['count']} item(s), {pruned['bytes'] / 1e6:.1f} MB to stay within the spool "

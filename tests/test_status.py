@@ -1,0 +1,143 @@
+"""``seccam status`` (seccam.commands.status over seccam.health): open invites without their
+secrets, mail the inbox set aside with its reason, and an open outage of jobs/send.
+
+More status checks live next to what they report on: queues, cameras and the poller in
+tests/test_capture.py, failed messages in tests/test_faults_smtp.py.
+"""
+
+import json
+import socket
+import textwrap
+import time
+
+from conftest import write_config
+
+from seccam import config, health, inbox
+from seccam.invites import InviteStore
+from seccam.spool import Spool
+
+CAM = "cam@seccam.test"
+FPR = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+
+def load(path):
+    cfg = config.load(path)
+    return cfg, Spool(cfg.spool_dir).ensure()
+
+
+def status(run, path):
+    text = run("bin/seccam", "status", config=path)
+    js = run("bin/seccam", "status", "--json", config=path)
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    return text.stdout, json.loads(js.stdout)
+
+
+def test_status_lists_open_invites_with_uses_left_and_expiry_but_never_their_secrets(config_path, run):
+    cfg, _ = load(config_path)
+    store = InviteStore(cfg.state_dir)
+    anna = store.create(CAM, FPR, "Front door", uses=3, label="Anna's phone")
+    plain = store.create(CAM, FPR, "Front door")
+    revoked = store.create(CAM, FPR, "Front door", label="revoked one")
+    store.revoke(revoked["id"])
+    expired = store.create(CAM, FPR, "Front door", label="expired one", ttl_s=60, now=time.time() - 3600)
+    store.add_pending(anna["id"], "anna@seccam.test", FPR)
+    out, js = status(run, config_path)
+    assert "invites     2 open (revoke with: seccam invite revoke ID)" in out
+    assert f"  {anna['id']}  Anna's phone: 3 uses left, expires {anna['expires']}, 1 join(s) in progress" in out
+    assert f"  {plain['id']}  (no label): 1 use left, expires {plain['expires']}" in out
+    assert revoked["id"] not in out and expired["id"] not in out
+    assert js["invites"]["count"] == 2
+    assert sorted((i["id"], i["label"] or "", i["uses_left"], i["expires"]) for i in js["invites"]["open"]) == sorted(
+        [(anna["id"], "Anna's phone", 3, anna["expires"]), (plain["id"], "", 1, plain["expires"])])
+    for secret in (rec[k] for rec in (anna, plain, revoked, expired) for k in ("invitenumber", "auth")):
+        assert secret not in out and secret not in json.dumps(js)
+
+
+def test_status_without_invites_says_none_are_open(config_path, run):
+    out, js = status(run, config_path)
+    assert "invites     0 open" in out and js["invites"] == {"count": 0, "open": []}
+
+
+def test_an_unreadable_invite_does_not_stop_status(config_path, run):
+    cfg, _ = load(config_path)
+    store = InviteStore(cfg.state_dir)
+    good = store.create(CAM, FPR, "Front door", label="ok")
+    (store.dir / "0badc0de.json").write_text('{"id": "0badc0de", "invitenumber": "x", "auth": "y", '
+                                             '"address": "a", "expires": "not a time"}')
+    (store.dir / "deadbeef.json").write_text("garbage")
+    out, js = status(run, config_path)
+    assert f"  {good['id']}  ok: 1 use left" in out
+    assert "0badc0de  unreadable invite" in out and js["invites"]["count"] == 1
+
+
+def test_status_shows_mail_the_inbox_set_aside_with_its_reason(short_tmp, run):
+    path = write_config(short_tmp, textwrap.dedent(f"""\
+        [account]
+        address = "{CAM}"
+        password = "x"
+        smtp_host = "127.0.0.1"
+        smtp_security = "plain"
+        """))
+    cfg, spool = load(path)
+    session = inbox._Session(cfg, spool, time.time, None)
+    item = session.set_aside(b"From: <x@seccam.test>\r\n\r\nundecryptable\r\n",
+                             "inbox: cannot decrypt mail from x@seccam.test: no secret key")
+    assert health.INBOX_SET_ASIDE_SUFFIX == inbox.SET_ASIDE_SUFFIX and item.name.endswith(inbox.SET_ASIDE_SUFFIX)
+    spool.write("corrupt", b"x")  # something else set aside, e.g. a broken event
+    out, js = status(run, path)
+    assert f"  {'corrupt':16} {2:5}  items set aside (need you), 1 of them mail the inbox set aside" in out
+    assert f"      {item.name}: inbox: cannot decrypt mail from x@seccam.test: no secret key" in out
+    corrupt = js["queues"]["corrupt"]
+    assert corrupt["count"] == 2 and corrupt["inbox_mail"] == 1
+    assert corrupt["reasons"][item.name].startswith("inbox: cannot decrypt mail from x@seccam.test")
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_status_shows_an_outage_with_its_last_error_and_what_waits(short_tmp, run):
+    path = write_config(short_tmp, textwrap.dedent(f"""\
+        [account]
+        address = "{CAM}"
+        password = "x"
+        smtp_host = "127.0.0.1"
+        smtp_port = {_closed_port()}
+        smtp_security = "plain"
+        timeout_s = 5
+        """))
+    cfg, spool = load(path)
+    out, js = status(run, path)
+    assert "OFFLINE" not in out and js["outage"] is None
+    for n, kind in enumerate(("alarm", "heartbeat")):
+        name = f"20261125T19110{n}.000001Z.11.aaaa-{kind}.00.front.full.eml"
+        spool.write("outbox.new", f"From: <{CAM}>\r\nTo: <o@seccam.test>\r\nContent-Type: multipart/encrypted\r\n"
+                    "\r\n-\r\n".encode(), name=name)
+    for _ in range(2):
+        assert run("jobs/send", config=path).returncode == 75
+        for p in spool.items("outbox.deferred"):  # make them due again: a second attempt
+            spool.move(p, "outbox.new")
+    stamp = spool.read_state("outage")
+    assert stamp and stamp["attempts"] == 2
+    out, js = status(run, path)
+    first = out.splitlines()[1]
+    assert first.startswith(f"OFFLINE since {stamp['since_iso']} (last error: {stamp['error']}), 2 messages waiting")
+    assert "2 attempt(s), last at " in out and "seccam flush" in out
+    o = js["outage"]
+    assert (o["since"], o["last_error"], o["attempts"], o["waiting"]) == (stamp["since_iso"], stamp["error"], 2, 2)
+    assert o["auth"] is False and o["last_attempt"]
+
+
+def test_outage_of_a_refused_login_says_to_fix_the_password(config_path):
+    cfg, spool = load(config_path)
+    spool.write_state("outage", {"since": 1_700_000_000, "since_iso": "2023-11-14T22:13:20+00:00",
+                                 "last_attempt": 1_700_000_600, "error": "535 authentication failed",
+                                 "auth": True, "attempts": 3, "collapsed_heartbeats": 4})
+    spool.write("outbox.deferred", b"x", name="20261125T191100.000001Z.11.aaaa-alarm.00.front.full.eml")
+    from seccam.commands.status import render
+    out = render(health.snapshot(cfg, spool, with_keys=False))
+    assert ("OFFLINE since 2023-11-14T22:13:20+00:00 (last error: 535 authentication failed), "
+            "1 message waiting") in out
+    assert "fix the account password" in out and "4 stale heartbeat(s) dropped" in out
