@@ -127,8 +127,8 @@ def test_alarm_reaches_the_owner_as_encrypted_images_from_the_camera_key_contact
     run_ok(run, "jobs/send", config=cfg)
     sent = camera_images(mailserver, cam_addr, since, home)
     fpr = camera_fpr(home)
-    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: front (full size)",
-                                       "Motion: yard", "Motion: yard (full size)"]
+    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: yard",  # every preview first
+                                       "Motion: front (full size)", "Motion: yard (full size)"]
     assert all(signer == fpr for _, _, signer in sent)
     seen = set()
     got = receive(dc_owner, 4, seen, cam_addr)
@@ -212,8 +212,8 @@ def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clea
     run_ok(run, "jobs/send", config=cfg)
     sent = camera_images(mailserver, cam_addr, since, home)
     fpr = camera_fpr(home)
-    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: front (full size)",
-                                       "Motion: yard", "Motion: yard (full size)"]
+    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: yard",  # every preview first
+                                       "Motion: front (full size)", "Motion: yard (full size)"]
     got = receive(dc_owner, 4, set(), cam_addr)
     for m, (_, sha, _) in zip(got, sent):
         assert m.show_padlock and m.view_type == "Image" and m.file_sha256 == sha

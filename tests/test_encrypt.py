@@ -54,14 +54,14 @@ def text_of(inner):
     return next(p for p in inner.iter_parts() if p.get_content_type() == "text/plain").get_content()
 
 
-def test_alarm_set_becomes_preview_then_full_per_camera_and_plaintext_is_removed(cam):
+def test_alarm_set_becomes_every_preview_then_every_full_image_and_plaintext_is_removed(cam):
     spool = cam.spool
     sendkit.make_set(spool, SET2)
     sendkit.make_set(spool, SET1)
     result = encrypt.process(cam.config, spool)
     assert (result.sets, result.messages) == (2, 8)
     assert outbox(spool) == [f"{s}.{nn}" for s in (SET1, SET2) for nn in
-                             ("00.front.preview.eml", "01.front.full.eml", "02.yard.preview.eml", "03.yard.full.eml")]
+                             ("00.front.preview.eml", "01.yard.preview.eml", "02.front.full.eml", "03.yard.full.eml")]
     for state in ("sets.ready", "sets.active", "sets.held", "corrupt"):
         assert spool.items(state) == []
     assert list(spool.dir("tmp").iterdir()) == []
@@ -72,7 +72,7 @@ def test_messages_decrypt_for_the_owner_signed_by_the_camera_with_identical_imag
     _, files = sendkit.make_set(spool, SET1)
     encrypt.process(cam.config, spool)
     owner = cam.recipients[0]
-    expected = ["front.preview.jpg", "front.jpg", "yard.preview.jpg", "yard.jpg"]
+    expected = ["front.preview.jpg", "yard.preview.jpg", "front.jpg", "yard.jpg"]
     for path, fname in zip(spool.items("outbox.new"), expected):
         raw, outer, inner, signer = open_message(path, owner)
         assert check_pgp_mime(raw, gnupghome=str(owner.home), signer=cam.fingerprint) == []
@@ -365,8 +365,8 @@ def test_killed_mid_set_rerun_publishes_each_message_exactly_once(cam, when):
         spool.remove(spool.dir("outbox.new") / first[0])
     result = encrypt.process(cam.config, spool)
     names = outbox(spool)
-    expected = [f"{SET1}.00.front.preview.eml", f"{SET1}.01.front.full.eml",
-                f"{SET1}.02.yard.preview.eml", f"{SET1}.03.yard.full.eml"]
+    expected = [f"{SET1}.00.front.preview.eml", f"{SET1}.01.yard.preview.eml",
+                f"{SET1}.02.front.full.eml", f"{SET1}.03.yard.full.eml"]
     assert names == (expected if when == "before-mark" else expected[1:])
     assert result.messages == 4 - len(first)
     for name, raw in before.items():  # published messages untouched
