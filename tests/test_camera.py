@@ -117,3 +117,19 @@ def test_fswebcam_command_line():
 ])
 def test_reason_text(stderr, rc, expected):
     assert camera._reason(stderr, rc) == expected
+
+
+def test_while_waiting_runs_once_while_the_cameras_expose_and_its_failure_costs_no_image(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    seen = []
+
+    def busy():
+        # the hanging camera's process is running at this moment: work here overlaps the capture
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        raise RuntimeError("gpg is broken")
+    results = camera.capture_all(cams(
+        f'[[camera]]\nname = "slow"\ndevice = "raw:{fifo}"\npalette = "RGB24"\ntimeout_s = 1\n'
+        '[[camera]]\nname = "ok"\ndevice = "test"\n'), tmp_path, while_waiting=busy)
+    assert len(seen) == 1
+    assert [(r.camera, r.ok) for r in results] == [("slow", False), ("ok", True)]

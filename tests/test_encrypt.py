@@ -386,3 +386,32 @@ def test_message_built_twice_has_the_same_message_id(cam):
            for _ in range(2)}
     other = email.message_from_bytes(encrypt.build_message(crypto, SET2, meta, item))["Message-ID"]
     assert len(ids) == 1 and other not in ids
+
+
+def test_capture_job_prepares_encryption_while_the_cameras_expose(cam, monkeypatch):
+    """jobs/capture loads GnuPG and the keys during the capture, and the encrypt step uses that."""
+    from seccam import capture, events
+    calls = []
+    real = encrypt.prepare
+    monkeypatch.setattr(encrypt, "prepare", lambda config, gpg=None: calls.append(1) or real(config, gpg))
+    events.record(cam.spool, "trigger")
+    prewarm = capture.Prewarm(cam.config)
+    published = capture.process(cam.config, cam.spool, while_waiting=prewarm)
+    assert len(published) == 1 and prewarm.crypto is not None and calls == [1]
+    assert capture.hand_to_encrypt(cam.config, cam.spool, prewarm.crypto) == 0
+    assert calls == [1]  # prepared once, during the capture
+    assert [p.name.rsplit(".", 3)[-2] for p in cam.spool.items("outbox.new")] == \
+        ["preview", "preview", "full", "full"]
+
+
+def test_prewarm_without_keys_leaves_the_encrypt_step_to_hold_the_set(cam, monkeypatch):
+    from seccam import capture, events
+    for rec in cam.recipients:
+        cam.gpg().delete_key(rec.fingerprint)
+    events.record(cam.spool, "trigger")
+    prewarm = capture.Prewarm(cam.config)
+    capture.process(cam.config, cam.spool, while_waiting=prewarm)
+    assert prewarm.crypto is None
+    assert capture.hand_to_encrypt(cam.config, cam.spool, prewarm.crypto) == 0
+    [held] = cam.spool.items("sets.held")
+    assert "no usable key" in cam.spool.read_reason(held)

@@ -23,6 +23,7 @@ Backends build command lines:
 """
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+
+log = logging.getLogger("seccam.camera")
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
@@ -231,8 +234,14 @@ def _remove(*paths):
             path.unlink()
 
 
-def capture_all(cameras, outdir):
-    """Capture every camera in parallel into ``outdir``; return one Result per camera, in config order."""
+def capture_all(cameras, outdir, while_waiting=None):
+    """Capture every camera in parallel into ``outdir``; return one Result per camera, in config order.
+
+    ``while_waiting()`` runs once every capture has started: the time a camera
+    takes to expose is free for other start-up work (the capture job loads
+    GnuPG then). Whatever it raises is logged and ignored: it must never cost
+    an image.
+    """
     started = time.monotonic()
     running = []
     for cam in cameras:
@@ -241,6 +250,11 @@ def capture_all(cameras, outdir):
         except OSError as exc:
             proc, full, preview, error = None, None, None, f"cannot start capture: {exc.strerror or exc}"
         running.append((cam, proc, full, preview, error))
+    if while_waiting is not None:
+        try:
+            while_waiting()
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("while_waiting=failed error=%r", str(exc))
     results = []
     for cam, proc, full, preview, error in running:
         if proc is None:

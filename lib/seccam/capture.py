@@ -32,8 +32,11 @@ LOCK_WAIT_S = 120
 DAY = 86400
 
 
-def process(config, spool, now=time.time):
-    """Capture every pending event; return the list of published set paths."""
+def process(config, spool, now=time.time, while_waiting=None):
+    """Capture every pending event; return the list of published set paths.
+
+    ``while_waiting`` runs while the first capture's cameras expose (see
+    camera.capture_all)."""
     spool.ensure()
     published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
@@ -52,7 +55,9 @@ def process(config, spool, now=time.time):
                 if imageset.exists(spool, set_id):
                     log.info("set=%s already captured; marking events done", set_id)
                 else:
-                    path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now())
+                    path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now(),
+                                               while_waiting=while_waiting)
+                    while_waiting = None  # once is enough
                     published.append(path)
                     checkpoint("capture.published")
                 for ev in group:
@@ -91,15 +96,29 @@ def _prune_done(config, spool, now):
             continue
 
 
-def hand_to_encrypt(config, spool):
+class Prewarm:
+    """Load GnuPG and look up the keys while the cameras expose, so that
+    encryption starts the moment the images exist. Whatever fails here is
+    simply done again, and reported, by the encrypt step itself."""
+
+    def __init__(self, config):
+        self.config = config
+        self.crypto = None
+
+    def __call__(self):
+        from . import encrypt
+        try:
+            self.crypto = encrypt.prepare(self.config)
+        except SeccamError:
+            self.crypto = None
+
+
+def hand_to_encrypt(config, spool, crypto=None):
     """Encrypt what was captured, now. A failure here is not a capture failure:
     the set waits in sets/ready and jobs/send retries it."""
+    from . import encrypt
     try:
-        from . import encrypt
-    except ImportError:  # pragma: no cover - only before the encrypt step exists
-        return 0
-    try:
-        encrypt.process(config, spool)
+        encrypt.process(config, spool, crypto=crypto)
     except SeccamError as exc:
         log.warning("encrypt deferred to jobs/send: %s", exc)
         return exc.exit_code
@@ -108,9 +127,10 @@ def hand_to_encrypt(config, spool):
 
 def work(config, args):
     spool = Spool(config.spool_dir)
-    published = process(config, spool)
-    if published and not args.no_encrypt:
-        return hand_to_encrypt(config, spool)
+    prewarm = None if args.no_encrypt else Prewarm(config)
+    published = process(config, spool, while_waiting=prewarm)
+    if published and prewarm is not None:
+        return hand_to_encrypt(config, spool, prewarm.crypto)
     return 0
 
 

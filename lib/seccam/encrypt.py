@@ -118,8 +118,11 @@ class Crypto:
 
 
 # -- entry point -----------------------------------------------------------------------
-def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S):
+def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S, crypto=None):
     """Encrypt every ready set (see the module docstring); return a :class:`Result`.
+
+    ``crypto``: what :func:`prepare` returned moments ago (the capture job
+    prepares while its cameras expose); None prepares here.
 
     Raises SeccamError only for problems of the whole step (gpg unusable, lock
     not had in time); the sets stay in ``sets/ready`` for the next run.
@@ -134,7 +137,7 @@ def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S):
         if not spool.items("sets.ready", suffix=SET_SUFFIX) and not spool.items("sets.held", suffix=SET_SUFFIX):
             return result  # nothing to do: do not even start gpg
         try:
-            crypto = prepare(config)
+            crypto = crypto or prepare(config)
         except Hold as hold:
             result.held += _hold_all(spool, str(hold))
             return result

@@ -31,7 +31,7 @@ def set_name(set_id):
     return set_id + SET_SUFFIX
 
 
-def capture(config, spool, kind, set_id, event_list=(), health=None, now=None):
+def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, while_waiting=None):
     """Capture every camera and publish the set; return ``(set_path, results)``.
 
     ``health(results)`` (heartbeats) returns the health summary, computed after
@@ -45,7 +45,7 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None):
         raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
                             f"{needed // 1000} kB; the event stays queued")
     tmp = spool.make_tmp_dir(SET_SUFFIX)
-    results = camera.capture_all(config.cameras, tmp)
+    results = camera.capture_all(config.cameras, tmp, while_waiting)
     if not all(r.ok for r in results) and shutil.disk_usage(spool.root).free < needed:
         # The disk filled up during the capture: images are truncated, not missing.
         spool.remove(tmp)
