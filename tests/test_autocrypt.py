@@ -248,3 +248,8 @@ def test_from_with_two_addresses_is_ignored(store, owner):
 def test_outcomes_are_strings_for_the_log():
     assert f"result={Ignored.AUTO_REPLY}" == "result=auto-reply"
     assert f"result={Outcome.PENDING}" == "result=pending"
+
+
+def test_a_header_shows_its_key_size_not_the_key():
+    header = autocrypt.parse_header("addr=a@example.org; keydata=" + base64.b64encode(b"secret-ish key").decode())
+    assert repr(header) == "Header(addr='a@example.org', prefer_encrypt='nopreference', keydata=14 bytes)"

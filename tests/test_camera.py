@@ -133,3 +133,19 @@ def test_while_waiting_runs_once_while_the_cameras_expose_and_its_failure_costs_
         '[[camera]]\nname = "ok"\ndevice = "test"\n'), tmp_path, while_waiting=busy)
     assert len(seen) == 1
     assert [(r.camera, r.ok) for r in results] == [("slow", False), ("ok", True)]
+
+
+def _jpeg(path):
+    path.write_bytes(b"\xff\xd8\xff\xe0" + b"x" * 100 + b"\xff\xd9")
+    return path
+
+
+def test_fswebcam_exiting_with_an_error_fails_the_capture_even_with_a_valid_image(tmp_path):
+    full, preview = _jpeg(tmp_path / "a.jpg"), _jpeg(tmp_path / "a.preview.jpg")
+    assert camera._check_fswebcam(1, b"Error selecting input 0\n", full, preview) \
+        == "failed (exit 1: Error selecting input 0)"
+
+
+def test_a_missing_preview_fails_the_capture_and_says_it_was_the_preview(tmp_path):
+    full = _jpeg(tmp_path / "a.jpg")
+    assert camera._check_fswebcam(0, b"", full, tmp_path / "a.preview.jpg") == "preview: no image written"

@@ -277,3 +277,57 @@ def test_root_works_in_the_spool_as_its_owner(short_tmp, run):
     assert run("bin/seccam", "trigger", config=cfg_path).returncode == 0
     [event] = spool.items("events.new")
     assert event.stat().st_uid == nobody.pw_uid
+
+
+def test_a_set_captured_while_gpg_is_unusable_waits_in_sets_ready_for_jobs_send(short_tmp, caplog, monkeypatch):
+    import logging
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
+    state = short_tmp / ("s" * 90)  # too long a path for gpg-agent's socket: gpg cannot start
+    path = write_config(short_tmp, f"""
+        [account]
+        address = "cam@seccam.test"
+        password = "pw"
+        smtp_host = "127.0.0.1"
+        smtp_security = "plain"
+        [delivery]
+        recipients = ["owner@seccam.test"]
+        """)
+    path.write_text(path.read_text().replace(f'state_dir = "{short_tmp / "state"}"', f'state_dir = "{state}"'))
+    cfg, spool = load(path)
+    events.record(spool, "trigger")
+    prewarm = capture.Prewarm(cfg)
+    [published] = capture.process(cfg, spool, while_waiting=prewarm)
+    assert prewarm.crypto is None  # the failure is the encrypt step's to report, not the capture's
+    assert capture.hand_to_encrypt(cfg, spool, prewarm.crypto) == 78
+    assert spool.items("sets.ready") == [published]
+    assert "encrypt deferred to jobs/send" in caplog.text and "characters long" in caplog.text
+
+
+@pytest.mark.parametrize("err", ["ENOSPC", "EIO"])
+def test_a_set_that_cannot_be_written_leaves_nothing_behind_and_a_full_disk_keeps_the_event(
+        config_path, monkeypatch, err):
+    import errno
+    from seccam import imageset
+    from seccam.errors import DiskFullError
+    cfg, spool = load(config_path)
+    code = getattr(errno, err)
+
+    def failing_dump(obj, fh, **kw):  # as if writing meta.json hit the disk's limits
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(imageset.json, "dump", failing_dump)
+    with pytest.raises(DiskFullError if err == "ENOSPC" else OSError) as exc:
+        imageset.capture(cfg, spool, "alarm", "20261125T191100Z-x")
+    assert isinstance(exc.value, DiskFullError) == (err == "ENOSPC")
+    assert spool.items("tmp") == [] and spool.items("sets.ready") == []
+
+
+def test_camera_state_keeps_the_last_good_capture_time_while_a_camera_fails(config_path):
+    from seccam import imageset
+    from seccam.camera import Result
+    _, spool = load(config_path)
+    imageset.record_camera_state(spool, [Result("front", True, seconds=0.5)], 1_790_000_000)
+    imageset.record_camera_state(spool, [Result("front", False, error="no image written")], 1_790_000_060)
+    imageset.record_camera_state(spool, [Result("front", False, error="no image written")], 1_790_000_120)
+    state = spool.read_state("cameras")["front"]
+    assert (state["ok"], state["error"]) == (False, "no image written")
+    assert state["last_ok"] == events.iso(1_790_000_000) and state["time"] == events.iso(1_790_000_120)

@@ -178,3 +178,13 @@ def test_camera_lookup():
     assert cfg.camera("front").device == "test"
     with pytest.raises(KeyError):
         cfg.camera("nope")
+
+
+def test_an_rpicam_camera_without_an_index_is_camera_module_0():
+    cfg = parse(BASE + '[[camera]]\nname = "noir"\nbackend = "rpicam"\n')
+    assert (cfg.cameras[0].backend, cfg.cameras[0].index) == ("rpicam", 0)
+
+
+def test_recipients_that_are_not_a_list_are_named_with_what_was_found():
+    msg = error_of(BASE + '[delivery]\nrecipients = { owner = "owner@example.org" }\n')
+    assert msg.endswith("delivery.recipients: expected a list of email addresses, got a table")

@@ -165,3 +165,49 @@ def test_trying_cameras_still_needs_the_configuration(short_tmp, run):
     res = run("bin/seccam", "cameras", config=short_tmp / "missing.toml")
     assert res.returncode == 78
     assert "configuration file not found" in res.stderr
+
+
+def test_a_module_without_a_sensor_size_gets_no_suggested_resolution():
+    [module] = discover.parse_listing("0 : ov5647 [unknown] (/base/soc/i2c0mux/i2c@1/ov5647@36)\n")
+    assert module.sensor is None and module.suggested_resolution() is None
+    text = discover.render(discover.Detection(modules=[module], usb=[], notes=[]))
+    [cam] = config.parse(BASE + text).cameras
+    assert (cam.backend, cam.index) == ("rpicam", 0) and "resolution" not in text.split("[[camera]]")[1]
+
+
+def test_capabilities_that_are_not_hex_count_as_unknown():
+    info = discover.parse_info("Driver Info:\n\tBus info : usb-1\n\tDevice Caps : 0xZZ\n")
+    assert info["device_caps"] is None and not discover.is_usb_camera(info)
+
+
+def test_a_usb_memory_to_memory_device_is_not_a_camera_even_if_it_says_video_capture():
+    caps = discover.V4L2_CAP_VIDEO_CAPTURE | discover.V4L2_CAP_VIDEO_M2M
+    assert not discover.is_usb_camera({"device_caps": caps, "bus": "usb-xhci-hcd.1-1", "card": "", "driver": ""})
+
+
+def test_tools_that_do_not_answer_in_time_are_notes(tmp_path, monkeypatch, capsys):
+    def run(argv, timeout):
+        if argv[0] == "rpicam-still" or argv[2] == "/dev/video0":
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return fixture_runner()(argv, timeout)
+    monkeypatch.setattr(discover, "ROOT", PI4)
+    monkeypatch.setattr(discover, "run_tool", run)
+    monkeypatch.setenv("SECCAM_CONFIG", str(tmp_path / "missing.toml"))
+    assert cli.main(["cameras", "--detect"]) == 0  # the webcam on video2 was still found
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"seccam cameras: note: rpicam-still --list-cameras did not answer within {discover.LIST_TIMEOUT_S:g} s",
+        f"seccam cameras: note: /dev/video0: v4l2-ctl did not answer within {discover.INFO_TIMEOUT_S:g} s"]
+    assert [c.name for c in config.parse(BASE + captured.out).cameras] == ["usb0"]
+
+
+def test_a_by_id_entry_that_is_not_a_link_is_ignored_and_by_path_is_explained(tmp_path, standin):
+    root = tmp_path / "root"
+    shutil.copytree(PI4, root, symlinks=True)
+    by_id = root / "dev/v4l/by-id"
+    for entry in by_id.iterdir():
+        entry.unlink()
+        entry.write_text("not a symlink")
+    found = discover.detect(root=root, run=fixture_runner())
+    assert found.usb[0].device.startswith("/dev/v4l/by-path/")
+    assert "The by-path name stays with this USB port across reboots" in discover.render(found)

@@ -163,9 +163,9 @@ def test_disk_filling_up_during_capture_publishes_nothing(short_tmp, tiny_fs, mo
     events.record(spool, "trigger")
     real_capture_all = camera.capture_all
 
-    def another_process_fills_the_disk(cameras, outdir):
+    def another_process_fills_the_disk(cameras, outdir, while_waiting=None):
         _fill_to(tiny_fs, 100_000)
-        return real_capture_all(cameras, outdir)
+        return real_capture_all(cameras, outdir, while_waiting)
     monkeypatch.setattr(camera, "capture_all", another_process_fills_the_disk)
     with pytest.raises(DiskFullError, match="filled up during the capture"):
         capture.process(cfg, spool)

@@ -304,3 +304,39 @@ def test_home_owned_by_another_user_is_refused(short_dir):
     os.chown(home, pwd.getpwnam("nobody").pw_uid, -1)
     with pytest.raises(errors.ConfigError, match="belongs to uid .* not to the user running seccam"):
         Gpg(home)
+
+
+def test_gpg_names_its_home(camera, gpghome):
+    assert repr(camera) == f"Gpg({str(gpghome / 'gnupg')!r})"
+
+
+def test_key_dates_in_epoch_seconds_become_iso_and_other_forms_are_kept():
+    from seccam.gpg import _iso
+    assert _iso("1790000000") == "2026-09-21T14:13:20Z"
+    assert _iso("2026-09-21T14:13:20") == "2026-09-21T14:13:20"
+    assert _iso("") is None
+
+
+def test_deleting_the_secret_part_of_a_public_only_key_fails(camera, owner):
+    camera.import_keys(owner.export())
+    with pytest.raises(GpgError, match="delete-secret-key failed: .*not found"):
+        camera.delete_key(owner.fpr, secret=True)
+    assert camera.has_key(owner.fpr)
+
+
+def test_a_damaged_keyring_makes_listing_and_key_generation_fail(camera, gpghome):
+    (gpghome / "gnupg" / "pubring.kbx").write_bytes(b"garbage" * 100)
+    with pytest.raises(GpgError, match="list-keys failed: exit code 2"):
+        camera.list_keys()
+    with pytest.raises(GpgError, match="generate-key failed"):
+        camera.generate_camera_key("other@example.org")
+
+
+def test_a_message_whose_signature_does_not_match_its_text_is_refused(camera, gpghome):
+    home, fpr = gpghome / "gnupg", camera.camera_key()
+    signed = bytearray(gpg(home, "--compress-algo", "none", "--local-user", fpr, "--sign", input=b"pay 10 EUR\n"))
+    signed[signed.index(b"10 EUR")] = ord("9")  # the literal data changes, the signature does not
+    encrypted = gpg(home, "--no-literal", "--compress-algo", "none", "--trust-model", "always",
+                    "--recipient", fpr, "--encrypt", input=bytes(signed))
+    with pytest.raises(GpgError, match="decrypt"):
+        camera.decrypt_verify(encrypted)

@@ -59,6 +59,7 @@ class ScriptedImap:
                     return
 
     def close(self):
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         self._listener.close()
         self._thread.join(timeout=5)
 
@@ -123,11 +124,14 @@ def test_fetching_a_message_that_vanished_returns_none_and_closing_twice_is_harm
     box.close()
 
 
-def test_list_reports_an_unknown_size_when_the_server_omits_it(scripted):
-    server = scripted({"UID SEARCH": ["SEARCH 7 3", "OK done"],
-                       "UID FETCH": ["3 FETCH (UID 3 RFC822.SIZE 120)", "OK done"]})
+@pytest.mark.parametrize("fetch_lines, sizes", [
+    (["3 FETCH (UID 3 RFC822.SIZE 120)"], [(3, 120), (7, None)]),  # 7 vanished between SEARCH and FETCH
+    ([], [(3, None), (7, None)]),                                    # both vanished
+])
+def test_list_reports_an_unknown_size_for_a_message_the_fetch_does_not_describe(scripted, fetch_lines, sizes):
+    server = scripted({"UID SEARCH": ["SEARCH 7 3", "OK done"], "UID FETCH": fetch_lines + ["OK done"]})
     with session(server) as box:
-        assert box.list() == [(3, 120), (7, None)]
+        assert box.list() == sizes
 
 
 def test_a_command_the_server_refuses_is_temporary_and_keeps_the_connection(scripted):
@@ -147,6 +151,19 @@ def test_a_connection_dropped_during_a_command_is_temporary_and_closing_afterwar
     with pytest.raises(imap.ImapTemporaryError, match="connection lost during SEARCH"):
         box.list()
     box.close()  # nothing left to close
+
+
+def test_a_socket_that_fails_to_shut_down_does_not_hide_the_lost_connection(scripted, monkeypatch):
+    import errno
+    import imaplib
+
+    def broken_shutdown(self):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+    server = scripted({"UID SEARCH": "DROP"})
+    box = connected(server)
+    monkeypatch.setattr(imaplib.IMAP4, "shutdown", broken_shutdown)
+    with pytest.raises(imap.ImapTemporaryError, match="connection lost during SEARCH"):
+        box.list()
 
 
 def test_a_refused_expunge_is_temporary(scripted):

@@ -114,6 +114,78 @@ def test_unreadable_record_is_skipped_with_a_warning(store, caplog, monkeypatch)
     assert "invite_unreadable" in caplog.text
 
 
+def test_the_store_names_its_directory(store):
+    assert repr(store) == f"InviteStore({str(store.dir)!r})"
+
+
+def test_a_state_dir_that_cannot_hold_the_invites_is_a_temporary_error(short_tmp):
+    (short_tmp / "state").write_text("a file, not a directory")
+    with pytest.raises(invites.TemporaryError, match="cannot create"):
+        InviteStore(short_tmp / "state").create("cam@example.org", FPR, "cam", now=NOW)
+
+
+def test_a_store_locked_by_another_process_for_too_long_is_a_temporary_error(store, monkeypatch):
+    import fcntl
+    import os
+    store.create("cam@example.org", FPR, "cam", now=NOW)
+    monkeypatch.setattr(invites, "_LOCK_TIMEOUT_S", 0.2)
+    fd = os.open(store.dir / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(invites.TemporaryError, match="locked by another process"):
+            store.create("cam@example.org", FPR, "cam", now=NOW)
+    finally:
+        os.close(fd)
+    assert len(store.all()) == 1
+
+
+def test_a_failed_write_keeps_the_old_record_and_leaves_no_temporary_file(store, monkeypatch):
+    import errno
+    import os
+    rec = store.create("cam@example.org", FPR, "cam", now=NOW)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(invites.TemporaryError, match="No space left"):
+        store.add_pending(rec["id"], "a@example.org", FPR, now=NOW)
+    monkeypatch.undo()
+    assert store.get(rec["id"])["pending"] == []
+    assert sorted(p.name for p in store.dir.iterdir()) == [".lock", f"{rec['id']}.json"]
+
+
+def test_a_json_file_that_is_not_an_invite_is_refused_and_skipped(store):
+    (store.dir).mkdir(parents=True)
+    (store.dir / "0badc0de.json").write_text('["not", "an", "invite"]')
+    with pytest.raises(invites.DataError, match="not an invite record"):
+        store.get("0badc0de")
+    assert store.all() == []
+
+
+@pytest.mark.parametrize("ttl_s", [0, invites.MAX_TTL_S + 1])
+def test_an_expiry_out_of_range_is_a_usage_error(store, ttl_s):
+    with pytest.raises(UsageError, match="expiry must be"):
+        store.create("cam@example.org", FPR, "cam", ttl_s=ttl_s, now=NOW)
+
+
+def test_a_new_invite_never_reuses_the_id_of_an_existing_one(store, monkeypatch):
+    import secrets
+    store.dir.mkdir(parents=True)
+    (store.dir / "deadbeef.json").write_text("{}")
+    ids = iter(["deadbeef"])
+    real = secrets.token_hex
+    monkeypatch.setattr(invites.secrets, "token_hex", lambda n=None: next(ids, None) or real(n))
+    rec = store.create("cam@example.org", FPR, "cam", now=NOW)
+    assert rec["id"] != "deadbeef" and (store.dir / "deadbeef.json").read_text() == "{}"
+
+
+def test_protocol_steps_on_a_vanished_invite_are_data_errors(store):
+    with pytest.raises(invites.DataError, match="vanished"):
+        store.add_pending("00000000", "a@example.org", FPR, now=NOW)
+    with pytest.raises(invites.DataError, match="vanished"):
+        store.complete("00000000", "a@example.org", FPR, now=NOW)
+
+
 # -- the command ---------------------------------------------------------------------------------
 ACCOUNT = """
     [account]
@@ -222,3 +294,103 @@ def test_wait_gives_up_after_the_timeout_and_keeps_the_invite(short_tmp, mailser
     assert proc.returncode == 75, proc.stderr
     assert "nobody joined within 2 s" in proc.stderr
     assert invite_ids(run, path)[0]["status"] == "open"
+
+
+def test_invite_without_an_account_is_a_config_error(short_tmp, run):
+    from conftest import write_config
+    proc = run("bin/seccam", "invite", config=write_config(short_tmp))
+    assert proc.returncode == 78 and "[account] is missing" in proc.stderr
+
+
+def test_a_wait_timeout_that_is_not_positive_is_a_usage_error(cam_config, run):
+    proc = run("bin/seccam", "invite", "--wait", "--timeout", "0", config=cam_config)
+    assert proc.returncode == 64 and "--timeout must be positive" in proc.stderr
+    assert invite_ids(run, cam_config) == []
+
+
+def test_list_without_invites_says_how_to_create_one_and_show_of_an_unknown_id_fails(cam_config, run):
+    proc = run("bin/seccam", "invite", "list", config=cam_config)
+    assert proc.returncode == 0 and proc.stdout.strip() == "no invites (create one with: seccam invite)"
+    proc = run("bin/seccam", "invite", "show", "00000000", config=cam_config)
+    assert proc.returncode == 65 and "no invite 00000000" in proc.stderr
+
+
+# -- QR code rendering ----------------------------------------------------------------------------
+def test_without_qrencode_the_link_still_works_but_a_png_cannot_be_written(short_tmp, monkeypatch):
+    import io
+    from seccam.commands import invite as invite_cmd
+    from seccam.errors import DataError
+    monkeypatch.setenv("PATH", str(short_tmp))  # no qrencode on it
+    out = io.StringIO()
+    invite_cmd.render_qr("https://i.delta.chat/#x", out=out)
+    assert "install qrencode" in out.getvalue()
+    with pytest.raises(DataError, match="qrencode is not installed"):
+        invite_cmd.render_qr("https://i.delta.chat/#x", png=short_tmp / "qr.png", terminal=False, out=out)
+
+
+def test_qrencode_failures_are_reported_for_the_terminal_and_fatal_for_the_png(short_tmp):
+    import io
+    from seccam.commands import invite as invite_cmd
+    from seccam.errors import DataError
+    out = io.StringIO()
+    invite_cmd.render_qr("https://i.delta.chat/#" + "x" * 8000, out=out)  # too long for any QR code
+    assert out.getvalue().startswith("(qrencode failed: ")
+    with pytest.raises(DataError, match="qrencode could not write"):
+        invite_cmd.render_qr("https://i.delta.chat/#x", png=short_tmp / "missing" / "qr.png", terminal=False)
+
+
+# -- --wait --------------------------------------------------------------------------------------
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_config(short_tmp, mailserver, password=None, port=None):
+    from conftest import write_config
+    from seccam import config as config_mod
+    addr, real_password = mailserver.new_user("camw")
+    return config_mod.load(write_config(short_tmp, f"""
+        [account]
+        address = "{addr}"
+        password = "{password or real_password}"
+        smtp_host = "127.0.0.1"
+        smtp_port = {mailserver.smtps_port}
+        smtp_security = "tls"
+        imap_host = "127.0.0.1"
+        imap_port = {port or mailserver.imaps_port}
+        imap_security = "tls"
+        ca_file = "{mailserver.cafile}"
+        """))
+
+
+def test_wait_warns_once_about_an_unreachable_mailbox_and_stops_when_the_invite_is_revoked(
+        short_tmp, mailserver, capsys):
+    from seccam.commands import invite as invite_cmd
+    config = _wait_config(short_tmp, mailserver, port=_free_port())
+    store = InviteStore(config.state_dir)
+    rec = store.create(config.account.address, FPR, "cam")
+    store.revoke(rec["id"])
+    assert invite_cmd._wait(config, rec["id"], timeout_s=5, interval_s=0.01) == 75
+    err = capsys.readouterr().err
+    assert err.count("(retrying)") == 1 and "cannot connect" in err
+    assert f"invite {rec['id']} was revoked" in err
+
+
+def test_wait_warns_once_while_the_mailbox_stays_unreachable(short_tmp, mailserver, capsys):
+    from seccam.commands import invite as invite_cmd
+    config = _wait_config(short_tmp, mailserver, port=_free_port())
+    rec = InviteStore(config.state_dir).create(config.account.address, FPR, "cam")
+    assert invite_cmd._wait(config, rec["id"], timeout_s=0.3, interval_s=0.01) == 75
+    err = capsys.readouterr().err
+    assert err.count("(retrying)") == 1 and "nobody joined within 0.3 s" in err
+
+
+def test_wait_stops_at_a_permanent_failure_such_as_a_refused_login(short_tmp, mailserver):
+    from seccam.commands import invite as invite_cmd
+    from seccam.imap import ImapPermanentError
+    config = _wait_config(short_tmp, mailserver, password="wrong")
+    rec = InviteStore(config.state_dir).create(config.account.address, FPR, "cam")
+    with pytest.raises(ImapPermanentError, match="login"):
+        invite_cmd._wait(config, rec["id"], timeout_s=5, interval_s=0.01)

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from helpers.gpghome import OwnerKey, cleanup, new_short_dir, short_dir  # noqa: E402,F401
+from helpers.gpghome import OwnerKey, cleanup, gpg, new_short_dir, short_dir  # noqa: E402,F401
 from seccam import autocrypt, config as seccam_config, errors, keys, vcard  # noqa: E402
 from seccam.gpg import GpgError  # noqa: E402
 from seccam.keys import KeyStore, Outcome  # noqa: E402
@@ -234,20 +234,20 @@ def test_lock_timeout_is_temporary(store, monkeypatch):
     import fcntl
     monkeypatch.setattr(keys, "_LOCK_TIMEOUT_S", 0.1)
     store.dir.mkdir(parents=True)
+    # flock conflicts between open file descriptions, so this stands for another process
+    # (in this process, so that coverage sees the waiting side).
     fd = os.open(store.dir / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        pid = os.fork()
-        if pid == 0:  # a second process must wait, then give up
-            try:
-                with store.lock():
-                    os._exit(1)
-            except errors.TemporaryError:
-                os._exit(0)
-            os._exit(2)
-        assert os.waitpid(pid, 0)[1] == 0
+        with pytest.raises(errors.TemporaryError, match="locked by another process"):
+            with store.lock():
+                pytest.fail("the lock was taken twice")
     finally:
         os.close(fd)
+
+
+def test_the_store_names_its_state_dir(store, short_dir):
+    assert repr(store) == f"KeyStore({str(short_dir)!r})"
 
 
 # -- recipients ---------------------------------------------------------------------
@@ -294,6 +294,43 @@ def test_pending_changes_does_not_start_gpg(short_dir, owner, mallory):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
     assert out.stdout.split() == ["1", mallory.fpr, "False"], out.stderr
+
+
+def test_a_recipient_that_cannot_be_written_is_a_temporary_error_and_leaves_no_trace(short_dir, monkeypatch):
+    import errno
+    cfg = seccam_config.load(make_config(short_dir))
+    keys.add_recipient(cfg, "first@example.org", now=T0)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(errors.TemporaryError, match="recipients.json: No space left"):
+        keys.add_recipient(cfg, FRIEND, now=T0)
+    monkeypatch.undo()
+    assert keys.recipients(cfg) == (OWNER, "first@example.org")
+    assert not [p for p in (short_dir / "state").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_recipients_file_that_is_json_but_not_a_list_of_recipients_is_a_data_error(short_dir):
+    cfg = seccam_config.load(make_config(short_dir))
+    (short_dir / "state").mkdir()
+    (short_dir / "state" / "recipients.json").write_text("[]")
+    assert keys.recipients(cfg) == (OWNER,)  # read leniently: nobody joined
+    with pytest.raises(errors.DataError, match="not a recipients file"):
+        keys.add_recipient(cfg, FRIEND)
+    assert (short_dir / "state" / "recipients.json").read_text() == "[]"
+
+
+def test_accept_refuses_a_pending_entry_whose_stored_key_data_is_another_key(store, owner, mallory):
+    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
+    store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 1)
+    path = store._path(OWNER)
+    rec = json.loads(path.read_text())
+    rec["pending"][0]["keydata"] = base64.b64encode(owner.export()).decode()  # edited on disk
+    path.write_text(json.dumps(rec))
+    with pytest.raises(GpgError, match=f"expected key {mallory.fpr}"):
+        store.accept(OWNER, mallory.fpr)
+    assert store.record(OWNER)["fingerprint"] == owner.fpr
 
 
 # -- vCards -------------------------------------------------------------------------
@@ -538,3 +575,27 @@ def test_gpg_error_is_a_seccam_error():
     err = GpgError("encrypt", "invalid recipient", "INV_RECP 1 X", 2)
     assert isinstance(err, errors.SeccamError) and err.exit_code == 69
     assert str(err) == "gpg encrypt failed: invalid recipient (INV_RECP 1 X)"
+
+
+def test_cli_import_refuses_a_file_larger_than_any_key(cli, short_dir):
+    big = short_dir / "big.asc"
+    big.write_bytes(b"x" * (4 * 1024 * 1024 + 1))
+    proc = seccam("keys", "import", str(big), cfg=cli)
+    assert proc.returncode == 65 and "larger than 4 MiB; not a key file" in proc.stderr
+
+
+def test_cli_import_of_a_key_naming_two_recipients_asks_which_one(short_dir):
+    cfg = make_config(short_dir, recipients=(OWNER, FRIEND))
+    both = OwnerKey(OWNER)
+    try:
+        gpg(both.home, "--quick-add-uid", both.fpr, FRIEND)
+        path = short_dir / "both.gpg"
+        path.write_bytes(both.export())
+        proc = seccam("keys", "import", str(path), cfg=cfg)
+        assert proc.returncode == 65
+        named = proc.stderr.partition("the key names several recipients (")[2].partition(")")[0]
+        assert sorted(named.split(", ")) == sorted([OWNER, FRIEND]) and "choose with --address" in proc.stderr
+        proc = seccam("keys", "import", "--address", FRIEND, str(path), cfg=cfg)
+        assert proc.returncode == 0 and f"{FRIEND}: pinned {both.fpr}" in proc.stdout
+    finally:
+        both.close()

@@ -162,3 +162,44 @@ def test_message_id_is_deterministic_and_opaque():
 def test_unsafe_attachment_name_is_refused():
     with pytest.raises(ValueError):
         mime.build_inner(ENV, "x", mime.Attachment("../etc/passwd", b"x"))
+
+
+def test_key_header_parsing_ignores_empty_fields():
+    assert mime.parse_key_header("addr=a@seccam.test;; prefer-encrypt=mutual; keydata=a2V5\r\n ZGF0YQ==;") == [
+        ("addr", "a@seccam.test"), ("prefer-encrypt", "mutual"), ("keydata", "a2V5ZGF0YQ==")]
+
+
+def test_autocrypt_fields_say_prefer_encrypt_mutual_unless_told_not_to():
+    assert mime.autocrypt_fields("a@seccam.test", b"key") == [
+        ("addr", "a@seccam.test"), ("prefer-encrypt", "mutual"), ("keydata", "a2V5")]
+    assert ("prefer-encrypt", "mutual") not in mime.autocrypt_fields("a@seccam.test", b"key", prefer_encrypt=False)
+
+
+@pytest.mark.parametrize("name, value", [("Bad Name", "x"), ("Secure-Join", "two\r\nlines"), ("X", "é")])
+def test_unsafe_protected_headers_are_refused(name, value):
+    with pytest.raises(ValueError, match="unsafe protected header"):
+        mime.build_inner(ENV, "x", headers=[(name, value)])
+
+
+def test_an_armored_payload_without_a_final_line_break_still_ends_its_line():
+    armored = mime.armor(b"\xc1\x05\x03abcd\xd2\x03xyz").rstrip(b"\r\n")
+    raw = mime.build_outer(ENV, "addr=cam@seccam.test; keydata=a2V5", armored)
+    assert b"-----END PGP MESSAGE-----\r\n\r\n\r\n--sc-" in raw  # as with a CRLF-terminated payload
+    assert filtermail_accepts(raw)
+
+
+def test_packet_framing_reads_every_length_form_and_refuses_garbage():
+    big = b"a" * 9000
+    five_octet = bytes([0xC0 | 11, 0xFF]) + len(big).to_bytes(4, "big") + big
+    assert mime.packet_tags(five_octet) == [11] and mime.reframe(five_octet) == five_octet
+    indeterminate = bytes([0x80 | (11 << 2) | 3]) + b"literal to the end"
+    assert mime.reframe(indeterminate) == bytes([0xC0 | 11, 18]) + b"literal to the end"
+    with pytest.raises(ValueError, match="not an OpenPGP packet at offset 0"):
+        mime.packet_tags(b"\x00garbage")
+    with pytest.raises(ValueError, match="truncated OpenPGP packet"):
+        mime.packet_tags(bytes([0x80 | (11 << 2) | 0, 10]) + b"abc")
+
+
+def test_dearmor_refuses_text_that_is_not_armored():
+    with pytest.raises(ValueError, match="not ASCII-armored"):
+        mime.dearmor(b"hello\r\n")

@@ -18,6 +18,7 @@ if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
 from seccam import config as seccam_config  # noqa: E402
+from seccam import events as seccam_events  # noqa: E402
 from seccam.errors import DiskFullError  # noqa: E402
 from seccam.poller import Poller  # noqa: E402
 from seccam.spool import Spool  # noqa: E402
@@ -355,6 +356,55 @@ def test_failed_stamp_write_is_logged_not_raised(tmp_path, records):
     poller.spool.write_state = full
     poller.write_stamp()
     assert messages(records, logging.ERROR) == ["stamp=write-failed error='spool full'"]
+
+
+def test_events_still_unwritable_at_stop_are_reported_lost(tmp_path, mock_factory, records):
+    poller = Poller(seccam_config.load(write_config(tmp_path, **FAST)), pin_factory=mock_factory)
+
+    def full(*args, **kwargs):
+        raise DiskFullError("spool full")
+    poller.spool.write_json = full
+
+    def driver(p):
+        started(p)
+        mock_factory.pin(17).drive_high()
+        mock_factory.pin(27).drive_high()
+        wait_for(lambda: p.pending, what="a failed write")
+
+    assert run_poller(poller, driver) == 0
+    assert len(poller.pending) == 1 and poller.spool.items("events.new") == []
+    assert "stopped events=lost pending=1 reason='spool not writable'" in messages(records, logging.ERROR)
+
+
+def test_a_new_run_remembers_when_the_previous_one_was_last_seen_and_whether_it_stopped_cleanly(tmp_path):
+    cfg = seccam_config.load(write_config(tmp_path, **FAST))
+    first = Poller(cfg)
+    assert first.previous is None
+    first.write_stamp(stopped=True)
+    seen = first.spool.state_mtime("poller")
+    second = Poller(cfg)
+    second.write_stamp()
+    previous = stamp(second.spool)["previous"]
+    assert previous["clean_stop"] is True and previous["last_seen"] == seccam_events.iso(seen)
+    third = Poller(cfg)  # the second one never wrote "stopped": it died
+    assert third.previous["clean_stop"] is False
+
+
+def test_waking_a_waker_whose_pipe_is_full_is_harmless():
+    from seccam.poller import Waker
+    waker = Waker()
+    for _ in range(70_000):  # more than a pipe holds
+        waker.wake()
+    started = time.monotonic()
+    waker.wait(5)
+    waker.wait(0.05)  # drained: this one times out
+    assert time.monotonic() - started < 1
+
+
+def test_pins_text_names_every_pin_kind():
+    from seccam.poller import _pins_text
+    assert _pins_text({"pir": [17, 27], "button": 22, "led": [5, 6]}) == "pir:17,27/button:22/led:5,6"
+    assert _pins_text({"pir": [17], "button": None, "led": []}) == "pir:17"
 
 
 # -- bin/seccam-poller as a process ------------------------------------------------

@@ -193,3 +193,25 @@ def test_preview_scaling_failure_is_reported(tmp_path):
 ])
 def test_rpicam_reason_prefers_the_tools_error(stderr, expected):
     assert camera._rpicam_reason(stderr) == expected
+
+
+def test_an_rpicam_capture_into_a_missing_directory_fails_to_start_and_the_others_go_on(tmp_path, standin):
+    night, day = camera.capture_all(cams(MODULE + WEBCAM), tmp_path / "no" / "dir")
+    assert (night.ok, night.error) == (False, "cannot start capture: No such file or directory")
+    assert not day.ok and "no image written" in day.error
+    assert night.as_meta()["error"] == night.error
+
+
+def test_preview_scaling_without_fswebcam_is_reported(tmp_path, monkeypatch):
+    [cam] = cams(MODULE)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert camera._scale_preview(cam, tmp_path / "night.jpg", tmp_path / "night.preview.jpg", 10) \
+        == "fswebcam not installed"
+
+
+def test_preview_scaling_that_hangs_times_out(tmp_path):
+    [cam] = cams(MODULE)
+    fifo = tmp_path / "night.jpg"
+    os.mkfifo(fifo)  # fswebcam's file: source waits for a writer that never comes
+    assert camera._scale_preview(cam, fifo, tmp_path / "night.preview.jpg", 0.5) == "scaling timed out after 0.5 s"
+    assert not (tmp_path / "night.preview.jpg").exists()

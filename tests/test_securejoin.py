@@ -430,3 +430,117 @@ def test_a_reply_the_server_cannot_take_now_waits_in_the_outbox(camera):
     assert queued.name.endswith(".securejoin.eml") and check_pgp_mime(queued.read_bytes()) == []
     inner, _ = joiner.read_reply(queued.read_bytes())
     assert inner["Secure-Join"] == "vc-auth-required"
+
+
+# -- malformed steps, checked by the Inviter itself ---------------------------------------
+def inviter(camera, gpg=None):
+    gpg = gpg or camera.gpg
+    return securejoin.Inviter(camera.config, gpg, camera.invites, keys.open_store(camera.config, gpg),
+                              now=lambda: NOW)
+
+
+def parsed(raw):
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def test_a_camera_without_its_key_cannot_answer_a_secure_join(camera):
+    home = short_dir("scn")
+    try:
+        with pytest.raises(securejoin.DataError, match="the camera has no key"):
+            inviter(camera, Gpg(home)).camera_fpr
+    finally:
+        kill_agent(home)
+        import shutil
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_vc_request_from_several_addresses_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    raw = joiner.vc_request(invite["invitenumber"]).replace(
+        f"From: <{joiner.address}>".encode(), f"From: <{joiner.address}>, <x@seccam.test>".encode())
+    result = inviter(camera).handle_request(parsed(raw))
+    assert result.outcome == "rejected" and result.reason == "no single From address" and result.reply is None
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_vc_request_without_exactly_one_autocrypt_header_is_rejected(camera, count):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    message = parsed(joiner.vc_request(invite["invitenumber"]))
+    value = message["Autocrypt"]
+    del message["Autocrypt"]
+    for _ in range(count):
+        message["Autocrypt"] = value
+    _, detail, _ = camera.handle(message.as_bytes())
+    assert "outcome=rejected" in detail and f"{count} Autocrypt headers (expected 1)" in detail
+    assert FakeSmtp.sent == [] and not camera.gpg.has_key(joiner.fpr)
+    assert camera.invites.get(invite["id"])["pending"] == []
+
+
+def test_vc_request_with_an_invalid_autocrypt_header_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    message = parsed(joiner.vc_request(invite["invitenumber"]))
+    message.replace_header("Autocrypt", f"addr={joiner.address}; keydata=!!not-base64!!")
+    _, detail, _ = camera.handle(message.as_bytes())
+    assert "outcome=rejected" in detail and "invalid Autocrypt header" in detail
+    assert FakeSmtp.sent == [] and camera.invites.get(invite["id"])["pending"] == []
+
+
+def test_vc_request_offering_something_that_is_not_a_key_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    _, detail, _ = camera.handle(joiner.vc_request(invite["invitenumber"], keydata=b"not an OpenPGP key"))
+    assert "outcome=rejected" in detail and "unusable key" in detail
+    assert FakeSmtp.sent == [] and camera.invites.get(invite["id"])["pending"] == []
+
+
+def test_request_with_auth_with_a_malformed_fingerprint_header_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    _, detail, _ = camera.handle(joiner.request_with_auth(camera, invite["auth"], claimed="NOT-A-FINGERPRINT"))
+    assert "outcome=rejected" in detail and "no valid Secure-Join-Fingerprint" in detail
+    assert len(FakeSmtp.sent) == 1  # only vc-auth-required
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_request_with_auth_whose_encrypted_part_names_another_sender_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    inner = parsed(joiner.request_with_auth(camera, invite["auth"], clear_text=True))
+    outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
+    inner.replace_header("From", "<mallory@seccam.test>")
+    result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
+    assert result.outcome == "rejected" and "different inside the encrypted part" in result.reason
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_request_with_auth_whose_step_header_is_only_outside_the_encryption_is_rejected(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    inner = parsed(joiner.request_with_auth(camera, invite["auth"], clear_text=True))
+    del inner["Secure-Join"]
+    outer = parsed(f"From: <{joiner.address}>\r\nSecure-Join: vc-request-with-auth\r\n\r\n".encode())
+    result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
+    assert result.outcome == "rejected" and "not protected by the encryption" in result.reason
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_gossip_that_is_unparseable_for_another_address_or_not_a_key_does_not_count(camera):
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    inner = parsed(joiner.request_with_auth(camera, invite["auth"], gossip=False, clear_text=True))
+    inner["Autocrypt-Gossip"] = "garbage without attributes"
+    inner["Autocrypt-Gossip"] = autocrypt.build_header("other@seccam.test", camera.gpg.export_minimal(camera.fpr),
+                                                       prefer_encrypt=None)
+    inner["Autocrypt-Gossip"] = autocrypt.build_header(CAM, b"\x99 not a key at all", prefer_encrypt=None)
+    outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
+    result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
+    assert result.outcome == "rejected" and "no Autocrypt-Gossip of the camera key" in result.reason
+    assert_nothing_changed(camera, joiner, invite["id"])

@@ -453,3 +453,19 @@ def test_detector_pin_in_use_is_a_permanent_error_and_leaves_nothing_open(mock_f
         blocker.close()
     # The PIRs and LED 23 opened before the failure were closed again.
     open_detector(detectors, mock_factory, FakeClock(), led_pins=(23, 24))
+
+
+def test_a_coincidence_needs_at_least_one_pir():
+    with pytest.raises(ValueError, match="at least one PIR pin"):
+        make(FakeClock(), pins=())
+
+
+def test_a_repeated_rising_edge_without_a_fall_keeps_the_first_activation_time():
+    clock = FakeClock()
+    c = make(clock)
+    assert c.activate(17) == []
+    clock.t = 1.0
+    assert c.activate(17) == []  # no deactivate in between: nothing new
+    clock.t = 1.5
+    [event] = c.activate(27)
+    assert dict(event.sensors)[17] == EPOCH + 0.0

@@ -115,3 +115,141 @@ def test_ssl_context_uses_ca_file(certs):
     cert, _ = certs
     ctx = Smtp(account(1, "tls", ca_file=cert))._ssl_context()
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+
+
+# -- server behaviour aiosmtpd never shows: a scripted SMTP server on loopback -----------------
+class ScriptedSmtp:
+    """An SMTP server on loopback answering from ``script``: command (``EHLO``, ``MAIL``,
+    ``DATA-END`` for the reply after the message, ``QUIT``, ...) -> reply lines, or "DROP"
+    (close the connection), or "HANG" (never answer). ``greeting`` is the first reply.
+    Every connection gets the same script; ``tls`` (cert, key) wraps them in implicit TLS."""
+
+    def __init__(self, script, greeting="220 scripted ESMTP", tls=None):
+        import threading
+        self.script = {"EHLO": ["250-scripted", "250 AUTH PLAIN"], "AUTH": ["235 2.7.0 accepted"],
+                       "QUIT": ["221 bye"], **script}
+        self.greeting = greeting
+        self.commands = []
+        self._tls = None
+        if tls:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(*map(str, tls))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                if self._tls:
+                    conn = self._tls.wrap_socket(conn, server_side=True)
+                self._talk(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def _talk(self, conn):
+        rfile = conn.makefile("rb")
+        conn.sendall(self.greeting.encode() + b"\r\n")
+        in_data = False
+        for line in rfile:
+            if in_data:
+                if line.rstrip(b"\r\n") != b".":
+                    continue
+                in_data, command = False, "DATA-END"
+            else:
+                command = line.split(b" ", 1)[0].strip().decode().upper()
+            self.commands.append(command)
+            reply = self.script.get(command, ["354 go on"] if command == "DATA" else ["250 OK"])
+            if reply == "DROP":
+                return
+            if reply == "HANG":
+                rfile.read()  # until the client gives up
+                return
+            conn.sendall(b"".join(r.encode() + b"\r\n" for r in reply))
+            in_data = command == "DATA"
+            if command == "QUIT":
+                return
+
+    def close(self):
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(script=None, **kw):
+        servers.append(ScriptedSmtp(script or {}, **kw))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_a_greeting_of_421_is_temporary_and_of_554_permanent(scripted):
+    with pytest.raises(SmtpTemporaryError) as temp:
+        send_one(account(scripted(greeting="421 4.3.2 too busy").port, "plain"))
+    with pytest.raises(SmtpPermanentError) as perm:
+        send_one(account(scripted(greeting="554 5.7.1 go away").port, "plain"))
+    assert (temp.value.smtp_code, temp.value.scope) == (421, "session")
+    assert (perm.value.smtp_code, perm.value.scope) == (554, "session")
+
+
+def test_starttls_that_the_server_then_refuses_is_classified_by_its_code(scripted):
+    server = scripted({"EHLO": ["250-scripted", "250 STARTTLS"], "STARTTLS": ["454 4.7.0 TLS not available"]})
+    with pytest.raises(SmtpTemporaryError) as err:
+        send_one(account(server.port, "starttls"))
+    assert err.value.smtp_code == 454 and "MAIL" not in server.commands
+
+
+def test_a_tls_server_without_auth_is_permanent_as_the_camera_cannot_log_in(scripted, certs):
+    server = scripted({"EHLO": ["250-scripted", "250 8BITMIME"]}, tls=certs)
+    with pytest.raises(SmtpPermanentError, match="offers no AUTH"):
+        send_one(account(server.port, "tls", ca_file=certs[0]))
+    assert "MAIL" not in server.commands
+
+
+def test_implicit_tls_to_a_plain_text_server_is_a_temporary_tls_failure():
+    with sendkit.SmtpSink("plain") as sink:
+        with pytest.raises(SmtpTemporaryError, match="TLS failed"):
+            send_one(account(sink.port, "tls"))
+    assert sink.received == []
+
+
+def test_a_connection_lost_again_after_reconnecting_is_temporary(scripted):
+    server = scripted({"MAIL": "DROP"})
+    with pytest.raises(SmtpTemporaryError, match="connection lost") as err:
+        send_one(account(server.port, "plain"))
+    assert err.value.scope == "session" and server.commands.count("MAIL") == 2
+
+
+def test_a_server_that_never_answers_the_message_is_temporary_after_one_more_try(scripted):
+    import dataclasses
+    server = scripted({"DATA-END": "HANG"})
+    acc = dataclasses.replace(account(server.port, "plain"), timeout_s=0.3)
+    smtp = Smtp(acc).connect()
+    with pytest.raises(SmtpTemporaryError, match="connection lost: .*timed out"):
+        smtp.send(RAW, "cam@seccam.test", ["owner@seccam.test"])
+    assert smtp._conn is None and server.commands.count("DATA-END") == 2
+    smtp.close()
+
+
+def test_closing_a_connection_the_server_already_dropped_does_not_raise(scripted, monkeypatch):
+    import smtplib
+    server = scripted({"QUIT": "DROP"})
+    smtp = Smtp(account(server.port, "plain")).connect()
+
+    def failing_close(self):
+        raise OSError("socket already gone")
+    monkeypatch.setattr(smtplib.SMTP, "close", failing_close)  # even the socket's close fails
+    smtp.close()
+    assert smtp._conn is None and "QUIT" in server.commands

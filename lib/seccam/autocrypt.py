@@ -105,7 +105,7 @@ def parse_header(value):
         keydata = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise AutocryptError("Autocrypt keydata is not valid base64") from None
-    if not keydata:
+    if not keydata:  # pragma: no cover - keydata is non-empty (checked above) and valid base64 never decodes to b""
         raise AutocryptError("Autocrypt keydata is empty")
     prefer = "mutual" if attrs.get("prefer-encrypt", "").lower() == "mutual" else "nopreference"
     return Header(addr, prefer, keydata)

@@ -133,8 +133,11 @@ def add_recipient(config, address, now=None):
             obj = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             obj = {"version": VERSION, "recipients": []}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # pragma: no cover - recipients() read it just before; only
+            # a concurrent writer breaking the file in between gets here
             raise DataError(f"{path}: unreadable ({exc}); fix or remove it") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("recipients", []), list):
+            raise DataError(f"{path}: not a recipients file; fix or remove it")
         obj.setdefault("recipients", []).append({"address": address, "added": _iso(now)})
         _atomic_write(path, obj)
     log.info("event=recipient_added address=%s", address)

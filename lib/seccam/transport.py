@@ -104,7 +104,7 @@ class Smtp:
                     raise SmtpPermanentError(f"{self.where} does not offer STARTTLS; refusing to send without TLS "
                                              "(smtp_security = \"starttls\")")
                 code, resp = conn.starttls(context=self._ssl_context())
-                if code != 220:
+                if code != 220:  # pragma: no cover - smtplib raises SMTPResponseException for any other reply
                     raise classify(code, resp, "session")
                 conn.ehlo()
             if security != "plain" or conn.has_extn("auth"):
@@ -120,7 +120,8 @@ class Smtp:
             err = type(err)(f"{self.where}: login as {acc.login} failed: {err}", exc.smtp_code)
             err.auth = True  # retried rarely: repeated bad logins can lock the account
             raise err from None
-        except smtplib.SMTPNotSupportedError as exc:
+        except smtplib.SMTPNotSupportedError as exc:  # pragma: no cover - smtplib raises it only for a
+            # missing STARTTLS or AUTH extension, which connect() checks first; kept for a future smtplib
             _quietly_close(conn)
             raise SmtpPermanentError(f"{self.where}: {exc}") from None
         except smtplib.SMTPResponseException as exc:
@@ -183,7 +184,8 @@ class Smtp:
                 # A refused sender (MAIL FROM) is about the account, not about this message.
                 scope = "session" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
                 raise classify(exc.smtp_code, exc.smtp_error, scope) from None
-            except (smtplib.SMTPException, OSError) as exc:
+            except (smtplib.SMTPException, OSError) as exc:  # pragma: no cover - smtplib turns socket errors
+                # into SMTPServerDisconnected and replies into SMTPResponseException; a net for anything else
                 _quietly_close(self._conn)
                 self._conn = None
                 raise SmtpTemporaryError(f"{self.where}: {exc}") from None
