@@ -94,6 +94,12 @@ class Account:
         except OSError as exc:
             raise ConfigError(f"{self.password_file}: cannot read password_file: {exc.strerror}") from None
 
+    def tls_context(self):
+        """The TLS context for the SMTP and IMAP servers: certificates are always
+        verified, against the system store or ``ca_file``."""
+        import ssl
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
     def __repr__(self):  # never print a secret by accident, e.g. in a traceback
         return f"Account(address={self.address!r}, smtp_host={self.smtp_host!r})"
 

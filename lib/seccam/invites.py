@@ -46,6 +46,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from . import durable
 from .errors import DataError, TemporaryError, UsageError
 
 log = logging.getLogger("seccam.invites")
@@ -175,28 +176,7 @@ class InviteStore:
             os.close(fd)
 
     def _write(self, record):
-        path = self._path(record["id"])
-        data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
-        tmp = self.dir / f".{record['id']}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
+        durable.replace_json(self._path(record["id"]), record, 0o600)
 
     def _read(self, path):
         try:

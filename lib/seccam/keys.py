@@ -44,6 +44,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from . import durable
 from .errors import DataError, TemporaryError
 
 log = logging.getLogger("seccam.keys")
@@ -156,27 +157,7 @@ def pending_changes(config):
 
 
 def _atomic_write(path, obj):
-    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
+    durable.replace_json(path, obj, 0o640)
 
 
 class KeyStore:

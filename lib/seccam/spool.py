@@ -28,6 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .durable import fsync_dir, write_all
 from .errors import DataError, DiskFullError, TemporaryError
 
 #: state name -> directory relative to the spool root, in pipeline order.
@@ -62,15 +63,6 @@ class SpoolFormatError(DataError):
 
 class LockBusy(TemporaryError):
     """Another job of the same kind holds the lock."""
-
-
-def fsync_dir(path):
-    """Make a rename or unlink in ``path`` durable (power loss after a rename)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _disk_error(exc, what):
@@ -131,9 +123,7 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

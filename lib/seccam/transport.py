@@ -79,9 +79,7 @@ class Smtp:
     # -- connection ----------------------------------------------------------------
     def _ssl_context(self):
         if self._context is None:
-            import ssl
-            cafile = str(self.account.ca_file) if self.account.ca_file else None
-            self._context = ssl.create_default_context(cafile=cafile)
+            self._context = self.account.tls_context()
         return self._context
 
     def connect(self):

@@ -100,6 +100,7 @@ def _need_camera_key(gpg):
 
 
 def _write_private(path, data):
+    from .. import durable
     from ..errors import DataError
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,9 +110,7 @@ def _write_private(path, data):
         raise DataError(f"{path}: cannot create: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # O_CREAT's mode is reduced by the umask, never widened: make it exact
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        durable.write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -1,0 +1,50 @@
+"""Durable replacement of small files outside the spool: key store records, invites.
+
+:func:`replace_json` writes a temporary file beside the target (O_EXCL, the
+given mode), fsyncs it, renames it over the target and fsyncs the directory:
+after a crash or a power loss the target is either the old or the new
+version, never a mixture. The spool has its own writer (seccam.spool), because
+there the temporary file lives in ``tmp/`` and the name is new each time.
+"""
+
+import contextlib
+import json
+import os
+import secrets
+
+from .errors import TemporaryError
+
+
+def fsync_dir(path):
+    """Make a rename or unlink in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd, data):
+    """os.write until every byte of ``data`` is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def replace_json(path, obj, mode):
+    """Atomically replace ``path`` with ``obj`` as JSON; TemporaryError if it cannot be written."""
+    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
