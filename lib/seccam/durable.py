@@ -48,3 +48,34 @@ def replace_json(path, obj, mode):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
+
+
+def read_json(path, what, max_bytes=1 << 20):
+    """The JSON object in ``path``, or None if there is no such file.
+
+    DataError names the file and says what is wrong; the caller decides
+    whether to skip it (a listing) or stop (a look-up).
+    """
+    from .errors import DataError
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise ValueError(f"larger than {max_bytes} bytes")
+        obj = json.loads(raw)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable {what} ({exc}); fix or remove it") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not a JSON object ({what} expected); fix or remove it")
+    return obj
+
+
+def json_files(directory):
+    """The ``*.json`` files of ``directory`` by name (no temporary dot-files); [] if it does not exist."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [directory / n for n in names if n.endswith(".json") and not n.startswith(".")]

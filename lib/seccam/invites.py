@@ -179,16 +179,10 @@ class InviteStore:
         durable.replace_json(self._path(record["id"]), record, 0o600)
 
     def _read(self, path):
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(1 << 20)
-            obj = json.loads(raw)
-        except FileNotFoundError:
+        obj = durable.read_json(path, "invite record")
+        if obj is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable invite ({exc}); remove it") from None
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in
-                                                ("id", "invitenumber", "auth", "expires", "address")):
+        if not all(isinstance(obj.get(k), str) for k in ("id", "invitenumber", "auth", "expires", "address")):
             raise DataError(f"{path}: not an invite record; remove it")
         obj.setdefault("pending", [])
         obj.setdefault("joins", [])
@@ -200,17 +194,11 @@ class InviteStore:
     def all(self):
         """Every readable invite, oldest first; unreadable ones are logged and skipped."""
         out = []
-        try:
-            names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
-            return out
-        for name in names:
-            if name.startswith(".") or not name.endswith(".json"):
-                continue
+        for path in durable.json_files(self.dir):
             try:
-                rec = self._read(self.dir / name)
+                rec = self._read(path)
             except DataError as exc:
-                log.warning("event=invite_unreadable path=%s error=%r", self.dir / name, str(exc))
+                log.warning("event=invite_unreadable path=%s error=%r", path, str(exc))
                 continue
             if rec is not None:
                 out.append(rec)

@@ -207,13 +207,10 @@ class KeyStore:
             os.close(fd)
 
     def _read(self, path):
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        obj = durable.read_json(path, "key record")
+        if obj is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable key record ({exc}); fix or remove it") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("address"), str):
+        if not isinstance(obj.get("address"), str):
             raise DataError(f"{path}: not a key record")
         obj.setdefault("pending", [])
         obj.setdefault("history", [])
@@ -226,17 +223,11 @@ class KeyStore:
     def records(self):
         """Every readable record, by address; unreadable ones are logged and skipped."""
         out = []
-        try:
-            names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
-            return out
-        for name in names:
-            if name.startswith(".") or not name.endswith(".json"):
-                continue
+        for path in durable.json_files(self.dir):
             try:
-                rec = self._read(self.dir / name)
+                rec = self._read(path)
             except DataError as exc:
-                log.warning("event=key_record_unreadable path=%s error=%r", self.dir / name, str(exc))
+                log.warning("event=key_record_unreadable path=%s error=%r", path, str(exc))
                 continue
             if rec is not None:
                 out.append(rec)
