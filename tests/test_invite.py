@@ -157,7 +157,7 @@ def test_a_failed_write_keeps_the_old_record_and_leaves_no_temporary_file(store,
 def test_a_json_file_that_is_not_an_invite_is_refused_and_skipped(store):
     (store.dir).mkdir(parents=True)
     (store.dir / "0badc0de.json").write_text('["not", "an", "invite"]')
-    with pytest.raises(invites.DataError, match="not a JSON object \(invite record expected\)"):
+    with pytest.raises(invites.DataError, match=r"not a JSON object \(invite record expected\)"):
         store.get("0badc0de")
     assert store.all() == []
 

@@ -220,7 +220,7 @@ def test_corrupt_record_is_reported_and_skipped(store, owner):
     assert [r["address"] for r in store.records()] == [OWNER]
     assert store.encryption_fingerprints([OWNER, FRIEND]) == {OWNER: owner.fpr}
     (store.dir / "friend@example.org.json").write_text("[]")
-    with pytest.raises(errors.DataError, match="not a key record"):
+    with pytest.raises(errors.DataError, match=r"not a JSON object \(key record expected\)"):
         store.record(FRIEND)
 
 
