@@ -415,3 +415,103 @@ def test_prewarm_without_keys_leaves_the_encrypt_step_to_hold_the_set(cam, monke
     assert capture.hand_to_encrypt(cam.config, cam.spool, prewarm.crypto) == 0
     [held] = cam.spool.items("sets.held")
     assert "no usable key" in cam.spool.read_reason(held)
+
+
+def test_no_account_holds_with_a_reason(short_tmp):
+    from conftest import write_config
+
+    from seccam import config as config_mod
+    from seccam.spool import Spool
+    cfg = config_mod.load(write_config(short_tmp, '[delivery]\nrecipients = ["owner@seccam.test"]\n'))
+    spool = Spool(cfg.spool_dir).ensure()
+    sendkit.make_set(spool, SET1)
+    assert encrypt.process(cfg, spool).held == 1
+    (held,) = spool.items("sets.held")
+    assert "no [account]" in spool.read_reason(held) and (held / "front.jpg").exists()
+
+
+def test_the_reason_of_a_held_set_follows_the_current_problem():
+    c = sendkit.make_camera(with_key=False, import_keys=False)
+    try:
+        spool = c.spool
+        sendkit.make_set(spool, SET1)
+        assert encrypt.process(c.config, spool).held == 1
+        (held,) = spool.items("sets.held")
+        assert "seccam keys init" in spool.read_reason(held)
+        c.gpg().generate_camera_key(sendkit.CAMERA_ADDR)  # the owner fixed that; the next problem shows
+        result = encrypt.process(c.config, spool)
+        assert (result.held, result.released) == (0, 0) and spool.items("sets.held") == [held]
+        assert spool.read_reason(held).startswith("no usable key for owner@seccam.test")
+    finally:
+        c.close()
+
+
+def test_gpg_failing_mid_set_returns_the_set_to_ready_untouched(cam):
+    from seccam.gpg import GpgError
+    spool = cam.spool
+    _, files = sendkit.make_set(spool, SET1)
+    crypto = encrypt.prepare(cam.config)  # as jobs/capture does while the cameras expose
+    cam.gpg().delete_key(cam.recipients[0].fingerprint)  # meanwhile the owner's key goes
+    with pytest.raises(GpgError, match="encrypt"):
+        encrypt.process(cam.config, spool, crypto=crypto)
+    (ready,) = spool.items("sets.ready")
+    assert {p.name for p in ready.iterdir()} == set(files) | {"meta.json"}
+    assert spool.items("sets.active") == [] and outbox(spool) == []
+    assert list(spool.dir("tmp").iterdir()) == []
+    assert encrypt.process(cam.config, spool).held == 1  # the next run says why it waits
+
+
+def test_a_created_time_without_zone_is_taken_as_utc(cam):
+    spool = cam.spool
+    sendkit.make_set(spool, SET1, cameras=(("front", True),), created="2026-11-25T19:11:00")
+    encrypt.process(cam.config, spool)
+    outer = email.message_from_bytes(spool.items("outbox.new")[0].read_bytes(), policy=email.policy.default)
+    assert outer["Date"] == "Wed, 25 Nov 2026 19:11:00 +0000"
+
+
+GOOD_META = {"version": 1, "kind": "alarm", "id": SET1, "created": "2026-11-25T19:11:00+00:00", "events": [],
+             "cameras": [{"name": "front", "ok": True, "full": "front.jpg", "preview": "front.preview.jpg"}]}
+
+
+@pytest.mark.parametrize("change, reason", [
+    (None, "meta.json is missing"),
+    ({"version": 2}, "unsupported version 2"),
+    ({"kind": "party"}, "unknown kind 'party'"),
+    ({"created": "yesterday"}, "missing or invalid created time"),
+    ({"cameras": {"front": {}}}, "cameras is not a list"),
+    ({"cameras": [{"name": "front"}]}, r"cameras\[0\].ok is not true/false"),
+    ({"cameras": [{"name": "front", "ok": True, "full": "../../etc/passwd", "preview": "p.jpg"}]},
+     r"cameras\[0\].full is not a file name"),
+    ({"events": "motion"}, "events is not a list"),
+    ({"health": "fine"}, "health is not an object"),
+])
+def test_meta_checks_name_what_is_wrong(short_tmp, change, reason):
+    import json
+
+    from seccam.spool import SpoolFormatError
+    if change is not None:
+        (short_tmp / "meta.json").write_text(json.dumps({**GOOD_META, **change}))
+    with pytest.raises(SpoolFormatError, match=reason):
+        encrypt.load_meta(short_tmp)
+
+
+def test_alarm_text_names_each_sensor_and_skips_what_it_cannot_read(short_tmp):
+    import datetime
+    meta = {**GOOD_META, "cameras": [],
+            "_created": datetime.datetime(2026, 11, 25, 19, 11, tzinfo=datetime.timezone.utc)}
+    meta["events"] = ["not an event",
+                      {"source": "pir", "sensors": [{"pin": 17, "active_at": "not a time"}, "junk"]},
+                      {"source": "button", "sensors": []},
+                      {"source": "trigger"}]
+    (item,) = encrypt.plan(meta, short_tmp)
+    lines = item.text.splitlines()
+    assert lines[2:] == ["Motion sensors: GPIO 17 at ?", "Button", "Test alarm (seccam trigger)"]
+
+
+def test_a_camera_whose_image_is_missing_from_the_set_is_reported_as_failed(short_tmp):
+    from seccam.spool import Spool
+    path, _ = sendkit.make_set(Spool(short_tmp).ensure(), SET1)
+    (path / "front.jpg").unlink()  # e.g. removed by hand, or a capture bug
+    planned = encrypt.plan(encrypt.load_meta(path), path)
+    assert [(p.camera, p.kind) for p in planned] == [("yard", "preview"), ("yard", "full")]
+    assert "Camera front failed: image missing from the set" in planned[0].text

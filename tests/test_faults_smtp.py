@@ -299,3 +299,30 @@ def test_send_does_not_wait_for_the_encrypt_lock_but_picks_up_what_that_job_publ
     worker.join(timeout=30)
     assert result["code"] == 0 and cam.spool.items("outbox.new") == []
     assert len(accepted(cam)) == len(first) + len(late)
+
+
+def test_a_message_some_recipients_refuse_still_reaches_the_others_and_the_refusal_is_logged(
+        mailserver, caplog, monkeypatch):
+    """A group member's address the server does not know (550 at RCPT) must not stop the others."""
+    import logging
+    # An entry point run earlier in this process may have stopped "seccam" propagating to the root logger.
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
+    for addr, pw in ((sendkit.CAMERA_ADDR, sendkit.PASSWORD), ("owner@seccam.test", None)):
+        if addr not in mailserver.users:
+            mailserver.add_user(addr, pw)
+    mailserver.add_camera_address(sendkit.CAMERA_ADDR)
+    assert "gone@seccam.test" not in mailserver.users
+    account = sendkit.account_toml(port=mailserver.smtp_port, security="starttls", ca_file=mailserver.cafile,
+                                   timeout=3)
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "gone@seccam.test"), account=account)
+    try:
+        start = len(mailserver.received)
+        ids = queue(c, NOW - 100)
+        assert run_send(c, NOW) == 0 and c.spool.items("outbox.failed") == []
+        got = [r for r in mailserver.received[start:] if r.mail_from == sendkit.CAMERA_ADDR]
+        assert sorted(r.message["Message-ID"] for r in got) == sorted(ids.values())
+        assert all(r.rcpt_tos == ["owner@seccam.test"] for r in got)
+        refusals = [r.getMessage() for r in caplog.records if "refused_recipients=" in r.getMessage()]
+        assert len(refusals) == len(ids) and all("gone@seccam.test" in m and "550" in m for m in refusals)
+    finally:
+        c.close()

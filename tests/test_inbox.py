@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from seccam import autocrypt, config as config_mod, imap, inbox, keys, mime
-from seccam.errors import TemporaryError
+from seccam.errors import ConfigError, TemporaryError
 from seccam.gpg import Gpg
 from seccam.spool import Spool
 from helpers.sendkit import kill_agent, short_dir
@@ -374,3 +374,190 @@ def test_imap_unreachable_is_temporary(cam):
     cfg = config_mod.parse(text, cam.path)
     with pytest.raises(imap.ImapTemporaryError):
         poll(Cam(cam.root, cam.path, cfg, cam.address, cam.fpr))
+
+
+# -- more hostile and unusual mail -------------------------------------------------------------
+def vc_request(sender, to, invitenumber, keydata):
+    """A clear-text Secure-Join ``vc-request`` as Delta Chat sends it at step 1."""
+    value = autocrypt.build_header(sender, keydata)
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: Message from {sender}\r\n"
+            f"Message-ID: <{os.urandom(6).hex()}@seccam.test>\r\nDate: Wed, 25 Nov 2026 19:00:00 +0000\r\n"
+            f"Chat-Version: 1.0\r\nSecure-Join: vc-request\r\nSecure-Join-Invitenumber: {invitenumber}\r\n"
+            f"Autocrypt: {value}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Secure-Join: vc-request\r\n").encode()
+
+
+@pytest.fixture
+def journal(caplog, monkeypatch):
+    """What the job logs (INFO and up), as lines."""
+    import logging
+    # An entry point run earlier in this process may have stopped "seccam" propagating to the root logger.
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="seccam")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "seccam.inbox"]
+
+
+def test_deeply_nested_attached_messages_are_dropped_as_unparseable(cam, mailserver, journal):
+    # message/rfc822 is not multipart, so the part count does not catch it; the parser's recursion does
+    raw = (b"From: <deep@seccam.test>\r\nTo: <" + cam.address.encode() + b">\r\n"
+           + b"Content-Type: message/rfc822\r\n\r\n" * 5000 + b"Subject: leaf\r\n\r\nleaf\r\n")
+    assert len(raw) < inbox.MAX_MESSAGE_BYTES and len(inbox._MULTIPART_RE.findall(raw)) == 0
+    deliver(mailserver, cam.address, raw)
+    result = poll(cam)
+    assert (result.fetched, result.dropped, result.deleted) == (1, 1, 1)
+    assert any("disposition=dropped reason='unparseable: RecursionError'" in m for m in journal())
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"Content-Type: text/plain\r\n\r\nhello\r\n", "not multipart/encrypted"),
+    (b'Content-Type: multipart/encrypted; boundary="b"\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b--\r\n',
+     "without exactly two parts"),
+    (b'Content-Type: multipart/encrypted; boundary="b"\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b\r\n\r\n'
+     b"not armored\r\n--b--\r\n", "no armored OpenPGP message"),
+])
+def test_encrypted_payload_refuses_what_is_not_pgp_mime(raw, why):
+    with pytest.raises(inbox.Hostile, match=why):
+        inbox.encrypted_payload(inbox.parse(b"From: <x@seccam.test>\r\n" + raw))
+
+
+@pytest.mark.allow_plaintext  # a forgery in the camera's name, not mail the camera sent
+def test_mail_from_the_cameras_own_address_is_dropped(cam, mailserver, journal):
+    deliver(mailserver, cam.address, plain(cam.address, cam.address))
+    result = poll(cam)
+    assert (result.dropped, result.deleted, result.keys_changed) == (1, 1, 0)
+    assert any("reason='own address'" in m for m in journal())
+
+
+def test_an_encrypted_secure_join_step_the_camera_never_expects_is_dropped(cam, mailserver, stranger, journal):
+    g, fpr = stranger
+    g.import_keys(cam.gpg().export_armored(cam.fpr))
+    inner = b"From: <stranger@seccam.test>\r\nSecure-Join: vc-contact-confirm\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    deliver(mailserver, cam.address, encrypted_to(g, [cam.fpr], fpr, "stranger@seccam.test", cam.address,
+                                                  plaintext=inner))
+    result = poll(cam)
+    assert (result.dropped, result.set_aside, result.joined) == (1, 0, [])
+    assert any("reason='unexpected Secure-Join step' step='vc-contact-confirm'" in m for m in journal())
+
+
+def test_a_secure_join_reply_the_server_refuses_is_logged_and_not_queued(cam, mailserver, stranger, journal):
+    from seccam.invites import InviteStore
+    g, fpr = stranger
+    assert "stranger@seccam.test" not in mailserver.users  # the server refuses it at RCPT: 550
+    invite = InviteStore(cam.config.state_dir).create(cam.address, cam.fpr, "Front door")
+    deliver(mailserver, cam.address, vc_request("stranger@seccam.test", cam.address, invite["invitenumber"],
+                                                g.export_minimal(fpr)))
+    result = poll(cam)
+    assert (result.replies_sent, result.replies_queued, result.deleted) == (0, 0, 1)
+    assert cam.spool.items("outbox.new") == []  # retrying a refused address would not help
+    failed = [m for m in journal() if m.startswith("reply to=stranger@seccam.test state=failed")]
+    assert len(failed) == 1 and "550" in failed[0]
+
+
+def test_a_secure_join_request_to_a_camera_without_its_key_is_dropped_with_the_reason(
+        cam, mailserver, stranger, journal):
+    from seccam.invites import InviteStore
+    g, fpr = stranger
+    invite = InviteStore(cam.config.state_dir).create(cam.address, cam.fpr, "Front door")
+    cam.gpg().delete_key(cam.fpr, secret=True)  # e.g. the state dir was restored without the camera key
+    deliver(mailserver, cam.address, vc_request("stranger@seccam.test", cam.address, invite["invitenumber"],
+                                                g.export_minimal(fpr)))
+    result = poll(cam)
+    assert (result.dropped, result.deleted, result.replies_sent, result.replies_queued) == (1, 1, 0, 0)
+    assert any("disposition=dropped error='the camera has no key (seccam keys init)'" in m
+               for m in journal())
+
+
+def test_inbox_needs_an_account_with_an_imap_host(short_tmp, run):
+    from conftest import write_config
+    path = write_config(short_tmp)
+    proc = run("jobs/inbox", config=path)
+    assert proc.returncode == 78 and "no [account] section" in proc.stderr
+    cfg = config_mod.load(write_config(short_tmp, '[account]\naddress = "cam@seccam.test"\npassword = "x"\n'
+                                                  'smtp_host = "127.0.0.1"\n'))
+    with pytest.raises(ConfigError, match="account.imap_host is not set"):
+        inbox.poll(cfg, Spool(cfg.spool_dir))  # e.g. seccam invite --wait on a send-only camera
+
+
+def test_a_message_another_client_deletes_between_listing_and_fetching_is_skipped(cam, mailserver):
+    import imaplib
+    deliver(mailserver, cam.address, plain("a@seccam.test", cam.address, body="gone"))
+    deliver(mailserver, cam.address, plain("b@seccam.test", cam.address, body="kept"))
+
+    class PhoneDeletesMeanwhile(imap.Imap):
+        """The real client; right after it lists the INBOX a phone on the same account deletes mail."""
+
+        def list(self):
+            listing = super().list()
+            with imaplib.IMAP4_SSL(mailserver.host, mailserver.imaps_port, ssl_context=mailserver.ssl_context(),
+                                   timeout=10) as phone:
+                phone.login(cam.address, mailserver.users[cam.address])
+                phone.select("INBOX")
+                phone.store("1", "+FLAGS", "(\\Deleted)")
+                phone.expunge()
+            return listing
+
+    result = poll(cam, imap_factory=PhoneDeletesMeanwhile)
+    assert (result.fetched, result.deleted, result.dropped, result.set_aside) == (1, 1, 0, 0)
+    assert inbox_count(mailserver, cam) == 0
+
+
+def test_keys_of_joins_that_never_finished_leave_the_keyring_with_their_closed_invite(
+        cam, mailserver, stranger, journal):
+    import shutil
+    import time as _time
+
+    from seccam.invites import InviteStore
+    g, anna = stranger
+    friend = Gpg(short_dir("scf"))
+    try:
+        ffpr = friend.generate_camera_key("friend@seccam.test")
+        ghost = "0123456789ABCDEF0123456789ABCDEF01234567"  # no longer in the keyring
+        cam.gpg().import_keys(g.export_armored(anna))     # imported at step 1 of a join
+        keys.open_store(cam.config, cam.gpg()).import_key("friend@seccam.test", friend.export_armored(ffpr), "test")
+        invites = InviteStore(cam.config.state_dir)
+        expired = invites.create(cam.address, cam.fpr, "Front door", ttl_s=60, now=_time.time() - 3600)
+        for address, fpr in (("anna@seccam.test", anna), ("ghost@seccam.test", ghost),
+                             ("friend@seccam.test", ffpr)):
+            invites.add_pending(expired["id"], address, fpr)
+        poll(cam)
+        gpg = cam.gpg()
+        assert not gpg.has_key(anna)
+        assert gpg.has_key(ffpr) and gpg.camera_key() == cam.fpr  # a pinned recipient and the camera stay
+        assert invites.get(expired["id"])["pending"] == []
+        lines = journal()
+        assert f"event=unjoined_key_removed fingerprint={anna}" in lines
+        assert any(m.startswith(f"event=unjoined_key_remove_failed fingerprint={ghost} ") for m in lines)
+        assert not any(ffpr in m for m in lines if m.startswith("event=unjoined_key"))
+    finally:
+        kill_agent(friend.home)
+        shutil.rmtree(friend.home, ignore_errors=True)
+
+
+def test_a_welcome_that_cannot_capture_now_is_logged_and_skipped(cam, journal, monkeypatch):
+    from seccam import capture
+    monkeypatch.setattr(capture, "LOCK_WAIT_S", 0.2)
+    with cam.spool.lock("capture"):  # a capture that does not end
+        assert inbox.send_welcome(cam.config, cam.spool, ["friend@seccam.test"]) is None
+    assert cam.spool.items("sets.ready") == []
+    assert any(m.startswith("event=welcome state=failed error='another capture job is running")
+               for m in journal())
+
+
+def test_a_key_that_releases_held_sets_sends_them_at_once_and_jobs_send_retries_if_it_cannot(
+        cam, mailserver, stranger, journal):
+    from seccam import encrypt
+    from helpers.sendkit import make_set
+    g, fpr = stranger
+    make_set(cam.spool, "20261125T191100.000001Z.11.aaaa-alarm")
+    assert encrypt.process(cam.config, cam.spool).held == 1  # friend@seccam.test has no key yet
+    value = autocrypt.build_header("friend@seccam.test", g.export_minimal(fpr))
+    deliver(mailserver, cam.address, plain("friend@seccam.test", cam.address, extra=f"Autocrypt: {value}\r\n"))
+    mailserver.stop_smtp()
+    try:
+        result = poll(cam)
+    finally:
+        mailserver.start_smtp()
+    assert result.keys_changed == 1 and cam.spool.items("sets.held") == []
+    assert len(cam.spool.items("outbox.deferred")) == 4  # encrypted now, sent by jobs/send once SMTP is back
+    assert any(m.startswith("step=send error='4 message(s) deferred") and "(jobs/send retries)" in m
+               for m in journal())

@@ -394,3 +394,11 @@ def test_wait_stops_at_a_permanent_failure_such_as_a_refused_login(short_tmp, ma
     rec = InviteStore(config.state_dir).create(config.account.address, FPR, "cam")
     with pytest.raises(ImapPermanentError, match="login"):
         invite_cmd._wait(config, rec["id"], timeout_s=5, interval_s=0.01)
+
+
+def test_a_json_object_without_the_invite_fields_is_refused(store):
+    store.dir.mkdir(parents=True, exist_ok=True)
+    (store.dir / "0badc0de.json").write_text('{"id": "0badc0de"}')
+    with pytest.raises(invites.DataError, match="not an invite record"):
+        store.get("0badc0de")
+    assert store.all() == []

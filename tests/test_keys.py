@@ -599,3 +599,13 @@ def test_cli_import_of_a_key_naming_two_recipients_asks_which_one(short_dir):
         assert proc.returncode == 0 and f"{FRIEND}: pinned {both.fpr}" in proc.stdout
     finally:
         both.close()
+
+
+def test_record_without_an_address_or_too_large_is_refused(store):
+    store.dir.mkdir(parents=True, exist_ok=True)
+    (store.dir / "friend@example.org.json").write_text('{"fingerprint": "X"}')
+    with pytest.raises(errors.DataError, match="not a key record"):
+        store.record(FRIEND)
+    (store.dir / "friend@example.org.json").write_text('{"address": "' + "x" * (1 << 20) + '"}')
+    with pytest.raises(errors.DataError, match="unreadable key record .larger than 1048576 bytes"):
+        store.record(FRIEND)

@@ -10,7 +10,7 @@ import pytest
 from helpers import sendkit
 from helpers.mailfixtures import check_pgp_mime
 from seccam import encrypt, send
-from seccam.errors import PermanentError, TemporaryError
+from seccam.errors import ConfigError, PermanentError, TemporaryError
 from seccam.transport import SmtpPermanentError
 
 SET1 = "20261125T191100.000001Z.11.aaaa-alarm"
@@ -205,3 +205,116 @@ def test_jobs_send_without_account_is_a_config_error(run, short_tmp):
     assert proc.returncode == 78
     assert proc.stderr.startswith("seccam-send: error:") and "[account]" in proc.stderr
     shutil.rmtree(short_tmp / "spool", ignore_errors=True)
+
+
+@pytest.fixture
+def journal(caplog, monkeypatch):
+    """What seccam logs (INFO and up), as lines."""
+    import logging
+    # An entry point run earlier in this process may have stopped "seccam" propagating to the root logger.
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="seccam")
+    return lambda: [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+
+
+def fake_message(spool, name, state="outbox.new", to="owner@seccam.test"):
+    """An outbox file as the encrypt step writes it (the body does not matter to jobs/send)."""
+    raw = (f"From: <{sendkit.CAMERA_ADDR}>\r\nTo: <{to}>\r\nContent-Type: multipart/encrypted; "
+           f'protocol="application/pgp-encrypted"; boundary="b"\r\n\r\n--b--\r\n').encode()
+    return spool.write(state, raw, name=name)
+
+
+def keyless_camera(root, port=None, gnupg_usable=True):
+    """A configuration and spool without any key (no gpg needed), its account on ``port``.
+
+    ``gnupg_usable=False``: a state_dir too long for a GnuPG home, so every gpg step fails.
+    """
+    from seccam import config as config_mod
+    from seccam.gpg import MAX_HOME_LEN
+    from seccam.spool import Spool
+    path = sendkit.write_config(root, ["owner@seccam.test"],
+                                account=sendkit.account_toml(port=port or sendkit.free_port(), security="plain",
+                                                             timeout=5))
+    if not gnupg_usable:
+        path.write_text(path.read_text().replace(f'state_dir = "{root}/state"',
+                                                 f'state_dir = "{root}/{"s" * MAX_HOME_LEN}"'))
+    cfg = config_mod.load(path)
+    return cfg, Spool(cfg.spool_dir).ensure()
+
+
+def test_flush_waits_for_a_running_send_job_then_fails_temporarily(short_tmp, monkeypatch):
+    import argparse
+    from seccam.spool import LockBusy
+    cfg, spool = keyless_camera(short_tmp)
+    monkeypatch.setattr(send, "FLUSH_LOCK_WAIT_S", 0.3)
+    with spool.lock("send"):  # a send job is running
+        start = time.monotonic()
+        with pytest.raises(LockBusy, match="another send job is running"):
+            send.work(cfg, argparse.Namespace(flush=True))
+        assert time.monotonic() - start >= 0.3
+
+
+def test_send_delivers_the_outbox_even_when_encryption_fails(short_tmp, sink, journal):
+    cfg, spool = keyless_camera(short_tmp, sink.port, gnupg_usable=False)
+    sendkit.make_set(spool, SET2)
+    fake_message(spool, f"{SET1}.00.front.preview.eml")
+    # the configuration error of the encrypt step is raised after sending: one line on stderr, exit 78
+    with pytest.raises(ConfigError, match="GnuPG home") as exc:
+        send.work(cfg)
+    assert exc.value.exit_code == 78
+    assert len(sink.received) == 1 and spool.items("outbox.new") == []
+    assert [p.name for p in spool.items("sets.ready")] == [f"{SET2}.set"]  # waits for a fixed configuration
+    assert any(m.startswith("step=encrypt error=") and "GnuPG home" in m for _, _, m in journal())
+
+
+def test_send_says_in_the_journal_why_sets_are_held(short_tmp, journal):
+    cfg, spool = keyless_camera(short_tmp)
+    sendkit.make_set(spool, SET1)
+    assert send.work(cfg) == 0  # nothing to send; the held set is not a failure of this job
+    (held,) = spool.items("sets.held")
+    warnings = [m for name, level, m in journal() if name == "seccam.send" and level == "WARNING"]
+    assert warnings == [f"step=encrypt held_sets=1 reason={spool.read_reason(held)!r}"]
+    assert "seccam keys init" in warnings[0]
+
+
+@pytest.mark.parametrize("headers, why", [
+    ("To: <a@seccam.test>\r\n", "no single From: address"),
+    ("From: <a@seccam.test>, <b@seccam.test>\r\nTo: <c@seccam.test>\r\n", "no single From: address"),
+    ("From: <a@seccam.test>\r\n", "no To: address"),
+])
+def test_an_outbox_file_without_a_usable_envelope_is_set_aside(short_tmp, sink, headers, why):
+    cfg, spool = keyless_camera(short_tmp, sink.port)
+    raw = (headers + "Content-Type: multipart/encrypted; boundary=b\r\n\r\n--b--\r\n").encode()
+    with pytest.raises(ValueError, match=why):
+        send.envelope(raw)
+    spool.write("outbox.new", raw, name=f"{SET1}.00.front.preview.eml")
+    assert send.work(cfg) == 0 and sink.received == []
+    (corrupt,) = spool.items("corrupt")
+    assert spool.read_reason(corrupt) == f"unsendable outbox file: {why}"
+
+
+def test_heartbeats_queued_during_an_outage_collapse_into_the_newest_and_the_outage_counts_them(short_tmp):
+    cfg, spool = keyless_camera(short_tmp)
+    outage = {"since": NOW - 600, "since_iso": "x", "last_attempt": NOW - 10, "error": "cannot connect",
+              "auth": False, "attempts": 3, "collapsed_heartbeats": 1}
+    spool.write_state("outage", outage)  # the last probe was 10 s ago: no connection this run
+    old, new = "20261125T190000.000001Z.1.aaaa-heartbeat", "20261125T200000.000001Z.1.bbbb-heartbeat"
+    for set_id in (old, new):
+        for n, camera in enumerate(("front", "yard")):
+            os.utime(fake_message(spool, f"{set_id}.{n:02d}.{camera}.full.eml", "outbox.deferred"),
+                     (NOW + 50, NOW + 50))
+    assert send.deliver(cfg, spool, now=NOW) == 75  # still waiting, no news
+    assert queued(spool, "outbox.deferred") == [f"{new}.00.front.full.eml", f"{new}.01.yard.full.eml"]
+    assert spool.read_state("outage") == {**outage, "collapsed_heartbeats": 2}
+
+
+def test_back_online_summary_that_cannot_be_encrypted_waits_and_the_alarms_still_go(short_tmp, sink, journal):
+    cfg, spool = keyless_camera(short_tmp, sink.port, gnupg_usable=False)
+    spool.write_state("outage", {"since": NOW - 600, "since_iso": "x", "last_attempt": NOW - 120,
+                                 "error": "cannot connect", "auth": False, "attempts": 2})
+    fake_message(spool, f"{SET1}.00.front.preview.eml", "outbox.deferred")
+    assert send.deliver(cfg, spool, now=NOW) == 0
+    assert len(sink.received) == 1 and spool.read_state("outage") is None
+    (summary,) = spool.items("sets.ready")
+    assert summary.name.endswith("-summary.set") and "Back online" in (summary / "meta.json").read_text()
+    assert any(m.startswith("step=encrypt-summary error=") for _, _, m in journal())

@@ -141,3 +141,49 @@ def test_outage_of_a_refused_login_says_to_fix_the_password(config_path):
     assert ("OFFLINE since 2023-11-14T22:13:20+00:00 (last error: 535 authentication failed), "
             "1 message waiting") in out
     assert "fix the account password" in out and "4 stale heartbeat(s) dropped" in out
+
+
+def test_status_and_heartbeat_show_a_key_change_waiting_for_the_owner(short_tmp, run):
+    from helpers.sendkit import kill_agent
+    from seccam import keys
+    from seccam.gpg import Gpg
+    path = write_config(short_tmp, '[delivery]\nrecipients = ["owner@seccam.test"]\n')
+    cfg, spool = load(path)
+    phone = Gpg(short_tmp / "phone")
+    try:
+        old, new = (phone.generate_camera_key("owner@seccam.test") for _ in range(2))
+        store = keys.open_store(cfg)
+        store.import_key("owner@seccam.test", phone.export_armored(old), source="test")
+        assert store.offer("owner@seccam.test", phone.export_minimal(new), source="autocrypt") == keys.Outcome.PENDING
+    finally:
+        kill_agent(short_tmp / "phone")
+    out, js = status(run, path)
+    assert (f"KEY CHANGE for owner@seccam.test: new key {new} from autocrypt; "
+            f"adopt with: seccam keys accept owner@seccam.test {new}") in out
+    assert [(c["address"], c["pinned"], c["fingerprint"]) for c in js["key_changes"]] == [
+        ("owner@seccam.test", old, new)]
+    text = health.summary_text(health.snapshot(cfg, spool))
+    assert f"Key change waiting for owner@seccam.test: new key {new} (accept on the camera with: " in text
+
+
+def test_status_and_heartbeat_report_an_unreadable_key_store_and_invite_list(config_path, run):
+    cfg, spool = load(config_path)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.state_dir / "keys").write_text("a file where the key store's directory belongs")
+    (cfg.state_dir / "invites").write_text("a file where the invites' directory belongs")
+    out, js = status(run, config_path)
+    assert "keys: cannot read key store: [Errno 20] Not a directory" in out
+    assert "invites     cannot read invites: [Errno 20] Not a directory" in out
+    assert js["invites"]["count"] == 0 and js["key_changes"][0]["error"].startswith("cannot read key store")
+    assert "\nfree disk " in out  # the rest of the report is still there
+    text = health.summary_text(health.snapshot(cfg, spool))
+    assert "Key store: cannot read key store: [Errno 20] Not a directory" in text
+
+
+def test_an_item_whose_name_carries_no_time_is_counted_without_an_age(config_path):
+    cfg, spool = load(config_path)
+    spool.write("corrupt", b"notes", name="README")
+    spool.write("corrupt", b"x", name="20261125T191100")  # the time, but not the microseconds
+    info = health.snapshot(cfg, spool, with_keys=False)["queues"]["corrupt"]
+    assert info["count"] == 2 and "oldest_age_s" not in info
+    assert health.name_time("20261125T191100.000001Z.1.ab") == 1795633860.000001

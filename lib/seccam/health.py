@@ -131,12 +131,9 @@ def _pruned(spool):
 
 
 def key_problems(config):
-    """Recipient key changes waiting for the owner, if the key store exists yet."""
+    """Recipient key changes waiting for the owner, or why the key store cannot be read."""
     try:
         from . import keys
-    except ImportError:  # pragma: no cover - before the key store exists
-        return []
-    try:
         return keys.pending_changes(config)
     except Exception as exc:  # status must show what it can, whatever a sub-report does
         return [{"error": f"cannot read key store: {exc}"}]
@@ -169,11 +166,12 @@ def snapshot(config, spool, now=None, with_keys=True):
 
 
 def _bytes(n):
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+    units = ("B", "KB", "MB", "GB", "TB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
         n /= 1000
-    return None  # pragma: no cover
+        i += 1
+    return f"{n} B" if i == 0 else f"{n:.1f} {units[i]}"
 
 
 def summary_text(snap, since_count=None, results=None, since=None):

@@ -73,6 +73,8 @@ AUTH_RETRY_S = 900
 MESSAGE_SUFFIX = ".eml"
 # A run sends what it finds, then looks again for what arrived meanwhile; bounded.
 MAX_ROUNDS = 100
+# ``seccam flush`` waits this long for a running send job instead of leaving at once.
+FLUSH_LOCK_WAIT_S = 60
 
 
 def main(argv=None):
@@ -90,15 +92,19 @@ def work(config, args=None, now=None, smtp_factory=None, **pacing):
     with contextlib.ExitStack() as stack:
         try:
             # The running job looks for new arrivals before it ends, so a second one can leave at once.
-            stack.enter_context(spool.lock("send", timeout_s=60 if flush else 0))
+            stack.enter_context(spool.lock("send", timeout_s=FLUSH_LOCK_WAIT_S if flush else 0))
         except TemporaryError:
             if flush:
                 raise
             log.info("state=skipped reason=another-send-job-running")
             return EX_OK
-        encrypt_code = _encrypt(config, spool)
+        encrypt_error = _encrypt(config, spool)
         code = deliver(config, spool, now=now, smtp_factory=smtp_factory, flush=flush, **pacing)
-    return code or encrypt_code
+    if encrypt_error is not None:
+        # The outbox went out; now say, in the one line a cron job may print, why
+        # new images are not being encrypted (gpg broken, configuration).
+        raise encrypt_error
+    return code
 
 
 def _encrypt(config, spool):
@@ -111,15 +117,15 @@ def _encrypt(config, spool):
         encrypt.process(config, spool, lock_timeout_s=0)
     except LockBusy:
         log.info("step=encrypt state=skipped reason=another-job-encrypting")
-        return EX_OK
+        return None
     except SeccamError as exc:
-        # What is already in the outbox still goes out.
+        # What is already in the outbox still goes out; work() reports this afterwards.
         log.error("step=encrypt error=%r", str(exc))
-        return exc.exit_code
+        return exc
     held = spool.items("sets.held")
     if held:
         log.warning("step=encrypt held_sets=%d reason=%r", len(held), spool.read_reason(held[0]))
-    return EX_OK
+    return None
 
 
 def envelope(raw):
@@ -196,7 +202,7 @@ def collapse_heartbeats(spool):
 
 def defer(spool, path, next_attempt, why):
     dest = spool.move(path, "outbox.deferred")
-    if dest is None:  # pragma: no cover - race: the message left outbox/active under us (a person moved it)
+    if dest is None:  # pragma: no cover - race: the spool budget pruned it from outbox/new between listing and move
         return None
     os.utime(dest, (next_attempt, next_attempt))
     when = _dt.datetime.fromtimestamp(next_attempt, _dt.timezone.utc).isoformat(timespec="seconds")
@@ -305,7 +311,8 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
                         deferred += 1
                     continue
                 claimed = spool.claim(path, "outbox.active")
-                if claimed is None:  # pragma: no cover - race: claimed by another sender between listing and rename
+                # Only this job (under the send lock) claims; the spool budget may prune outbox/new meanwhile.
+                if claimed is None:  # pragma: no cover - race: pruned between listing and rename
                     continue
                 try:
                     raw = claimed.read_bytes()
