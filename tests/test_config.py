@@ -188,3 +188,14 @@ def test_an_rpicam_camera_without_an_index_is_camera_module_0():
 def test_recipients_that_are_not_a_list_are_named_with_what_was_found():
     msg = error_of(BASE + '[delivery]\nrecipients = { owner = "owner@example.org" }\n')
     assert msg.endswith("delivery.recipients: expected a list of email addresses, got a table")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ('spool_dir = "0\\n"\n', r'got "0\n"'),
+    ('"a\\nb" = 1\n', r'a\nb: unknown key'),
+    ('spool_dir = "x\\u2028y"\n', r'got "x\u2028y"'),
+])
+def test_control_characters_in_values_and_keys_keep_the_error_on_one_line(text, shown):
+    """Found by the fuzzer: a newline inside a value made a two-line error."""
+    msg = error_of(text)
+    assert shown in msg and msg.isprintable()

@@ -173,7 +173,7 @@ def parse(text, path="seccam.toml", mode=0o600):
         line = re.search(r"\(at line (\d+), column \d+\)", msg)
         where = f"{path}:{line.group(1)}" if line else f"{path}"
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
-        raise ConfigError(f"{where}: invalid TOML: {msg}") from None
+        raise ConfigError(one_line(f"{where}: invalid TOML: {msg}")) from None
     v = _Validator(path, _LineIndex(text))
     return v.config(data, mode)
 
@@ -227,7 +227,7 @@ class _Validator:
         if line is None and "." in keypath:
             line = self.index.find(keypath.rsplit(".", 1)[0])
         where = f"{self.path}:{line}" if line else f"{self.path}"
-        raise ConfigError(f"{where}: {keypath}: {problem}")
+        raise ConfigError(one_line(f"{where}: {keypath}: {problem}"))
 
     @staticmethod
     def _show(value):
@@ -478,6 +478,12 @@ class _Validator:
             burst=self.get(t, kp, "burst", "int", 10, minimum=1, maximum=1000),
             heartbeat_image=self.get(t, kp, "heartbeat_image", "str", "full", choices=("full", "preview")),
         )
+
+
+def one_line(text):
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x00``, ``\\u2028``):
+    an error is one line, whatever a hand-edited file puts into a value or a key."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _is_loopback(host):
