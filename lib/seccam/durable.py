@@ -79,3 +79,30 @@ def json_files(directory):
     except FileNotFoundError:
         return []
     return [directory / n for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+@contextlib.contextmanager
+def locked(path, timeout_s, mode, busy):
+    """Hold an exclusive flock on ``path`` (created with ``mode``) for the ``with`` block.
+
+    The kernel releases it when the process dies, so a crashed holder never
+    leaves it taken. ``timeout_s=None`` waits for ever, ``0`` tries once;
+    past the timeout ``busy()`` is raised (an exception instance, e.g. a
+    TemporaryError naming what is locked).
+    """
+    import fcntl
+    import time
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise busy() from None
+                time.sleep(0.05)
+        yield path
+    finally:
+        os.close(fd)

@@ -13,4 +13,5 @@ import signal
 
 def checkpoint(name):
     if os.environ.get("SECCAM_STOP_AT") == name:
-        os.kill(os.getpid(), signal.SIGSTOP)  # pragma: no cover - the fault tests SIGKILL the stopped process: its coverage data is never written
+        # The fault tests SIGKILL the stopped process, so its coverage data is never written.
+        os.kill(os.getpid(), signal.SIGSTOP)  # pragma: no cover - see the line above

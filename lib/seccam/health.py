@@ -7,7 +7,6 @@ the spool. It never reports an invite's secrets (invite number, auth secret).
 """
 
 import calendar
-import os
 import shutil
 import time
 

@@ -35,9 +35,7 @@ Invariants:
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hmac
-import json
 import logging
 import os
 import re
@@ -160,20 +158,9 @@ class InviteStore:
     def lock(self):
         """Serialise read-modify-write of records (inbox job, invite --wait, revoke)."""
         self._ensure()
-        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + _LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TemporaryError(f"invites {self.dir} are locked by another process") from None
-                    time.sleep(0.05)
+        busy = TemporaryError(f"invites {self.dir} are locked by another process")
+        with durable.locked(self.dir / ".lock", _LOCK_TIMEOUT_S, 0o600, lambda: busy):
             yield
-        finally:
-            os.close(fd)
 
     def _write(self, record):
         durable.replace_json(self._path(record["id"]), record, 0o600)

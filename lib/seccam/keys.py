@@ -35,11 +35,8 @@ import base64
 import contextlib
 import datetime as _dt
 import enum
-import fcntl
 import json
 import logging
-import os
-import secrets
 import time
 import urllib.parse
 from pathlib import Path
@@ -191,20 +188,9 @@ class KeyStore:
     def lock(self):
         """Serialise read-modify-write of records (the inbox job and a person may both write)."""
         self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            deadline = time.monotonic() + _LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TemporaryError(f"key store {self.dir} is locked by another process") from None
-                    time.sleep(0.05)
+        busy = TemporaryError(f"key store {self.dir} is locked by another process")
+        with durable.locked(self.dir / ".lock", _LOCK_TIMEOUT_S, 0o640, lambda: busy):
             yield
-        finally:
-            os.close(fd)
 
     def _read(self, path):
         obj = durable.read_json(path, "key record")

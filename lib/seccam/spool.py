@@ -28,7 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .durable import fsync_dir, write_all
+from .durable import fsync_dir, locked, write_all
 from .errors import DataError, DiskFullError, TemporaryError
 
 #: state name -> directory relative to the spool root, in pipeline order.
@@ -267,20 +267,8 @@ class Spool:
         LockBusy (a TemporaryError) when the lock is not had in time.
         """
         path = self.dir("locks") / f"{name}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-        try:
-            deadline = None if timeout_s is None else time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockBusy(f"another {name} job is running (lock {path})") from None
-                    time.sleep(0.05)
+        with locked(path, timeout_s, _FILE_MODE, lambda: LockBusy(f"another {name} job is running (lock {path})")):
             yield path
-        finally:
-            os.close(fd)
 
     def lock_held(self, name):
         """True if a live process holds the job lock ``name`` right now."""
