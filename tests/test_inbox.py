@@ -561,3 +561,14 @@ def test_a_key_that_releases_held_sets_sends_them_at_once_and_jobs_send_retries_
     assert len(cam.spool.items("outbox.deferred")) == 4  # encrypted now, sent by jobs/send once SMTP is back
     assert any(m.startswith("step=send error='4 message(s) deferred") and "(jobs/send retries)" in m
                for m in journal())
+
+
+def test_encrypted_mail_whose_content_is_too_deeply_nested_is_set_aside(cam, mailserver, stranger):
+    g, fpr = stranger
+    g.import_keys(cam.gpg().export_armored(cam.fpr))
+    inner = nested(inbox.MAX_MIME_DEPTH + 1, cam.address)
+    raw = encrypted_to(g, [cam.fpr], fpr, "stranger@seccam.test", cam.address, plaintext=inner)
+    deliver(mailserver, cam.address, raw)
+    result = poll(cam)
+    assert result.set_aside == 1 and inbox_count(mailserver, cam) == 0
+    assert "decrypted mail from stranger@seccam.test is unusable" in cam.spool.read_reason(set_aside_items(cam)[0])
