@@ -68,6 +68,22 @@ def write_config(directory, body="", cameras=CAMERAS_OK, mode=0o600):
 
 
 @pytest.fixture
+def mock_factory():
+    """A fresh gpiozero MockFactory as the default pin factory (gpiozero's own test pattern);
+    the previous default is always restored. gpiozero is imported only by tests that use it."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    saved = Device.pin_factory
+    Device.pin_factory = factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = saved
+
+
+@pytest.fixture
 def config_path(short_tmp):
     return write_config(short_tmp)
 

@@ -28,23 +28,10 @@ def camera_setup(short_tmp, mailserver, run):
     """A camera account on the loopback server (IMAP and SMTP over verified TLS), no recipients, a key."""
     addr, password = mailserver.add_user(f"cam{short_tmp.name[-6:].lower()}@{mailserver.domain}")
     mailserver.add_camera_address(addr)
-    body = f"""
-        [account]
-        address = "{addr}"
-        display_name = "Front door"
-        password = "{password}"
-        smtp_host = "127.0.0.1"
-        smtp_port = {mailserver.smtps_port}
-        smtp_security = "tls"
-        imap_host = "127.0.0.1"
-        imap_port = {mailserver.imaps_port}
-        imap_security = "tls"
-        ca_file = "{mailserver.cafile}"
-        timeout_s = 20
-
-        [delivery]
-        group_name = "Home cameras"
-        """
+    body = mailserver.account_toml(addr, password) + """
+[delivery]
+group_name = "Home cameras"
+"""
     path = write_config(short_tmp, body, cameras=CAMERAS_OK)
     proc = run("bin/seccam", "keys", "init", config=path)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,6 @@ after a temporary failure, the job lock, and the IMAP client's TLS and login err
 import dataclasses
 import os
 import smtplib
-import textwrap
 
 import pytest
 
@@ -39,20 +38,7 @@ class Cam:
 
 
 def account(mailserver, addr, password, ca=True, security="tls"):
-    port = mailserver.imaps_port if security == "tls" else mailserver.imap_port
-    return textwrap.dedent(f"""\
-        [account]
-        address = "{addr}"
-        display_name = "Front door"
-        password = "{password}"
-        smtp_host = "127.0.0.1"
-        smtp_port = {mailserver.smtps_port}
-        smtp_security = "tls"
-        imap_host = "127.0.0.1"
-        imap_port = {port}
-        imap_security = "{security}"
-        timeout_s = 10
-        """) + (f'ca_file = "{mailserver.cafile}"\n' if ca else "")
+    return mailserver.account_toml(addr, password, imap_security=security, ca=ca, timeout_s=10)
 
 
 @pytest.fixture

@@ -56,21 +56,6 @@ def stamp(spool):
 
 
 @pytest.fixture
-def mock_factory():
-    """A fresh MockFactory as gpiozero's default; the previous default is always restored."""
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    saved = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = saved
-
-
-@pytest.fixture
 def records():
     """Log records of seccam.* (independent of whatever logging set-up ran before)."""
     got = []

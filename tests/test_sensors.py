@@ -254,21 +254,6 @@ def test_next_deadline_follows_warmup_then_cooldown():
 
 # -- the gpiozero layer on mock pins --------------------------------------------
 
-@pytest.fixture
-def mock_factory():
-    """A fresh MockFactory as gpiozero's default; the previous default is always restored."""
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    saved = Device.pin_factory
-    Device.pin_factory = factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = saved
-
-
 def driven_pin_class():
     """A mock pin whose level is set by the sensor's output, not by the internal pull (as on real wiring)."""
     from gpiozero.pins.mock import MockPin

@@ -460,6 +460,19 @@ protocol lmtp {{
         """Declare addr as a seccam sender: its mail must be PGP/MIME (mailfixtures)."""
         self.camera_addresses.add(addr.lower())
 
+    def account_toml(self, addr: str, password: str, imap_security: str = "tls", ca: bool = True,
+                     timeout_s: float = 20) -> str:
+        """The ``[account]`` table of a camera on this server: SMTP over implicit TLS, IMAP over
+        ``imap_security``, certificates verified against this server's CA unless ``ca`` is False."""
+        imap_port = self.imaps_port if imap_security == "tls" else self.imap_port
+        lines = ["[account]", f'address = "{addr}"', 'display_name = "Front door"', f'password = "{password}"',
+                 'smtp_host = "127.0.0.1"', f"smtp_port = {self.smtps_port}", 'smtp_security = "tls"',
+                 'imap_host = "127.0.0.1"', f"imap_port = {imap_port}", f'imap_security = "{imap_security}"',
+                 f"timeout_s = {timeout_s}"]
+        if ca:
+            lines.append(f'ca_file = "{self.cafile}"')
+        return "\n".join(lines) + "\n"
+
     def maildir(self, addr: str) -> str:
         local, _, domain = addr.lower().partition("@")
         return os.path.join(self.maildir_root, domain, local, "Maildir")
