@@ -82,7 +82,7 @@ class Waker:
         for fd in (self._r, self._w):
             try:
                 os.close(fd)
-            except OSError:  # pragma: no cover
+            except OSError:  # pragma: no cover - only if our own pipe fd was closed already
                 pass
 
 

@@ -187,7 +187,7 @@ class Smtp:
                 _quietly_close(self._conn)
                 self._conn = None
                 raise SmtpTemporaryError(f"{self.where}: {exc}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns or raises
 
     def _reset(self):
         import smtplib
