@@ -100,6 +100,13 @@ def run_entry(entry, *args, config=None, env=None, timeout=60, check=False):
                           capture_output=True, text=True, timeout=timeout, check=check)
 
 
+def run_ok(run, *args, config):
+    """Run an entry point that must succeed; the failure message carries its stderr."""
+    proc = run(*args, config=config, timeout=120)
+    assert proc.returncode == 0, f"{args}: {proc.returncode} {proc.stderr}"
+    return proc
+
+
 @pytest.fixture
 def run():
     return run_entry

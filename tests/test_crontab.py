@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cron import ENV_LINE, without_user_column
+
 REPO = Path(__file__).resolve().parent.parent
 CRONTAB = REPO / "crontab"
-ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 # Jobs that later issues add; until then a missing file is an expected failure.
 LATER_JOBS = {"send", "inbox"}
 
@@ -27,22 +28,10 @@ def _entries():
     return entries
 
 
-def _without_user_column(text):
-    """The crontab as `crontab -n` understands it (no user column)."""
-    out = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not ENV_LINE.match(stripped):
-            fields = stripped.split(None, 6)
-            line = " ".join(fields[:5] + fields[6:])
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
 @pytest.mark.skipif(shutil.which("crontab") is None, reason="cron not installed")
 def test_crontab_passes_crontab_dry_run(tmp_path):
     copy = tmp_path / "crontab"
-    copy.write_text(_without_user_column(CRONTAB.read_text()))
+    copy.write_text(without_user_column(CRONTAB.read_text()))
     result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stderr + result.stdout
@@ -52,7 +41,7 @@ def test_crontab_passes_crontab_dry_run(tmp_path):
 def test_crontab_dry_run_catches_a_bad_line(tmp_path):
     # Guards the check above: crontab -n does reject nonsense.
     copy = tmp_path / "crontab"
-    copy.write_text(_without_user_column(CRONTAB.read_text()) + "61 * * * * /bin/true\n")
+    copy.write_text(without_user_column(CRONTAB.read_text()) + "61 * * * * /bin/true\n")
     result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode != 0

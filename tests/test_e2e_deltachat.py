@@ -15,11 +15,12 @@ messages decrypted with the camera's own key (the camera encrypts to itself too)
 import email
 import email.policy
 import hashlib
-import time
 
 import pytest
 
-from conftest import CAMERAS_OK, write_config
+from conftest import CAMERAS_OK, run_ok, write_config
+
+from helpers.deltachat import camera_messages
 
 pytest.importorskip("deltachat_rpc_client")
 
@@ -68,42 +69,6 @@ def camera_fpr(state_home):
     return Gpg(state_home).camera_key()
 
 
-def receive(acc, n, seen, cam_addr):
-    """The next ``n`` messages from the camera, oldest first (not yet in ``seen``).
-
-    Only the first message of a contact-request chat raises IncomingMsg, so this
-    reads the chats, using any event as the wake-up, until a deadline.
-    """
-    from helpers.deltachat import msg_info
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        got = []
-        for chat in acc.account.get_chatlist():
-            for m in chat.get_messages():
-                if m.id in seen:
-                    continue
-                info = msg_info(m)
-                if info.sender_addr == cam_addr and not info.is_info:
-                    got.append(info)
-        if len(got) >= n:
-            got.sort(key=lambda i: i.id)
-            seen.update(i.id for i in got)
-            return got
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"{acc.addr}: {len(got)} of {n} camera messages; errors: {acc.errors[-5:]}")
-        try:
-            acc.wait_for_event(None, timeout=min(1.0, remaining))
-        except TimeoutError:
-            pass
-
-
-def run_ok(run, *args, config):
-    proc = run(*args, config=config, timeout=120)
-    assert proc.returncode == 0, f"{args}: {proc.returncode} {proc.stderr}"
-    return proc
-
-
 def test_alarm_reaches_the_owner_as_encrypted_images_from_the_camera_key_contact(
         short_tmp, mailserver, dc_owner, run):
     cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
@@ -118,7 +83,7 @@ def test_alarm_reaches_the_owner_as_encrypted_images_from_the_camera_key_contact
                                        "Motion: front (full size)", "Motion: yard (full size)"]
     assert all(signer == fpr for _, _, signer in sent)
     seen = set()
-    got = receive(dc_owner, 4, seen, cam_addr)
+    got = camera_messages(dc_owner, cam_addr, 4, seen, TIMEOUT)
     for msg, (subject, sha, _) in zip(got, sent):
         assert msg.show_padlock, msg
         assert msg.view_type == "Image"
@@ -136,7 +101,7 @@ def test_alarm_reaches_the_owner_as_encrypted_images_from_the_camera_key_contact
     run_ok(run, "jobs/send", config=cfg)
     sent = camera_images(mailserver, cam_addr, since, home)
     assert [s for s, _, _ in sent] == ["Heartbeat: front", "Heartbeat: yard"]
-    got = receive(dc_owner, 2, seen, cam_addr)
+    got = camera_messages(dc_owner, cam_addr, 2, seen, TIMEOUT)
     assert all(m.show_padlock and m.view_type == "Image" and m.chat_id == got[0].chat_id for m in got)
     assert [m.file_sha256 for m in got] == [sha for _, sha, _ in sent]
     assert got[0].text.startswith("Heartbeat")
@@ -150,7 +115,7 @@ def test_two_recipients_share_one_encrypted_group(short_tmp, mailserver, dc_owne
     run_ok(run, "jobs/send", config=cfg)
     fpr = camera_fpr(short_tmp / "state" / "gnupg")
     for acc in (dc_owner, bob):
-        got = receive(acc, 4, set(), cam_addr)
+        got = camera_messages(acc, cam_addr, 4, set(), TIMEOUT)
         assert all(m.show_padlock and m.view_type == "Image" for m in got)
         assert all(m.sender_fingerprint == fpr for m in got)
         assert {m.chat_name for m in got} == {"Home cameras"}
@@ -201,7 +166,7 @@ def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clea
     fpr = camera_fpr(home)
     assert [s for s, _, _ in sent] == ["Motion: front", "Motion: yard",  # every preview first
                                        "Motion: front (full size)", "Motion: yard (full size)"]
-    got = receive(dc_owner, 4, set(), cam_addr)
+    got = camera_messages(dc_owner, cam_addr, 4, set(), TIMEOUT)
     for m, (_, sha, _) in zip(got, sent):
         assert m.show_padlock and m.view_type == "Image" and m.file_sha256 == sha
         assert m.sender_is_key_contact and m.sender_fingerprint == fpr

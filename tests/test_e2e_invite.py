@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from conftest import CAMERAS_OK, ROOT, write_config
+from conftest import CAMERAS_OK, ROOT, run_ok, write_config
+
+from helpers.deltachat import camera_messages
 
 pytest.importorskip("deltachat_rpc_client")
 
@@ -64,38 +66,6 @@ def finish(proc):
     return proc.returncode, out, err
 
 
-def camera_messages(acc, cam_addr, n, seen, predicate=lambda info: True):
-    """The next ``n`` non-info messages from the camera (not in ``seen``), oldest first."""
-    from helpers.deltachat import msg_info
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        got = []
-        for chat in acc.account.get_chatlist():
-            for m in chat.get_messages():
-                if m.id in seen:
-                    continue
-                info = msg_info(m)
-                if info.sender_addr == cam_addr and not info.is_info and predicate(info):
-                    got.append(info)
-        if len(got) >= n:
-            got.sort(key=lambda i: i.id)
-            seen.update(i.id for i in got[:n])
-            return got[:n]
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"{acc.addr}: {len(got)} of {n} camera messages; errors: {acc.errors[-5:]}")
-        try:
-            acc.wait_for_event(None, timeout=min(1.0, remaining))
-        except TimeoutError:
-            pass
-
-
-def run_ok(run, *args, config):
-    proc = run(*args, config=config, timeout=120)
-    assert proc.returncode == 0, f"{args}: {proc.returncode} {proc.stderr}"
-    return proc
-
-
 def join(acc, config, cam_addr, *invite_args):
     """Invite ``acc`` and let it scan the link; return (seconds to the first image, welcome messages)."""
     t0 = time.monotonic()
@@ -104,7 +74,7 @@ def join(acc, config, cam_addr, *invite_args):
     acc.secure_join(link)
     acc.wait_for_securejoin_joined(timeout=TIMEOUT)
     t_joined = time.monotonic() - t0
-    welcome = camera_messages(acc, cam_addr, 2, set(), lambda i: i.view_type == "Image")
+    welcome = camera_messages(acc, cam_addr, 2, set(), TIMEOUT, lambda i: i.view_type == "Image", only_n=True)
     t_image = time.monotonic() - t0
     code, out, err = finish(proc)
     assert code == 0, f"invite --wait: {code}\n{out}\n{err}"
@@ -136,7 +106,7 @@ def test_owner_joins_by_invite_and_gets_encrypted_images_in_an_accepted_chat(sho
     run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
     run_ok(run, "jobs/capture", config=cfg)
     run_ok(run, "jobs/send", config=cfg)
-    alarm = camera_messages(dc_owner, cam_addr, 4, seen)
+    alarm = camera_messages(dc_owner, cam_addr, 4, seen, TIMEOUT, only_n=True)
     assert all(i.show_padlock and i.view_type == "Image" and i.chat_id == chat_id for i in alarm)
     assert not any(i.is_contact_request for i in alarm)
 
@@ -160,7 +130,7 @@ def test_two_family_members_join_with_their_own_invites_and_both_receive(
     run_ok(run, "jobs/capture", config=cfg)
     run_ok(run, "jobs/send", config=cfg)
     for acc, seen in ((anna, seen_a), (ben, seen_b)):
-        alarm = camera_messages(acc, cam_addr, 4, seen)
+        alarm = camera_messages(acc, cam_addr, 4, seen, TIMEOUT, only_n=True)
         assert all(i.show_padlock and i.view_type == "Image" for i in alarm), acc.addr
         assert not any(i.is_contact_request for i in alarm), acc.addr
         assert len({i.chat_id for i in alarm}) == 1

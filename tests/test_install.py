@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cron import without_user_column
 from helpers.shell import run_bash
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir())
-ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 # Paths a real installation touches: the dry run on this system must leave them as they were.
 SYSTEM_PATHS = ["/etc/seccam", "/opt/seccam", "/var/lib/seccam", "/var/spool/seccam", "/etc/cron.d",
                 "/etc/systemd/system", "/usr/local/bin/seccam"]
@@ -218,21 +218,10 @@ def test_units_are_enabled_by_their_install_symlinks(installed):
     assert not list(units.glob("*.wants/seccam-capture.service"))
 
 
-def _without_user_column(text):
-    out = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not ENV_LINE.match(stripped):
-            fields = stripped.split(None, 6)
-            line = " ".join(fields[:5] + fields[6:])
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
 @pytest.mark.skipif(shutil.which("crontab") is None, reason="cron not installed")
 def test_installed_cron_file_passes_crontab_dry_run(installed, tmp_path):
     copy = tmp_path / "crontab.nouser"
-    copy.write_text(_without_user_column((installed / "etc/cron.d/seccam").read_text()))
+    copy.write_text(without_user_column((installed / "etc/cron.d/seccam").read_text()))
     result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr + result.stdout
 

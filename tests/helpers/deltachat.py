@@ -419,3 +419,35 @@ class DCRunner:
         if acc in self.accounts:
             self.accounts.remove(acc)
         acc.account.remove()
+
+
+def camera_messages(acc, cam_addr, n, seen, timeout, predicate=lambda info: True, only_n=False):
+    """The next ``n`` non-info messages from ``cam_addr`` that are not in ``seen``, oldest first.
+
+    Only the first message of a contact-request chat raises IncomingMsg, so this
+    reads the chats, using any event as the wake-up, until ``timeout``. It returns
+    everything found once there are ``n`` (so a test can see an unexpected extra),
+    or exactly the first ``n`` with ``only_n``; what it returns is added to ``seen``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = []
+        for chat in acc.account.get_chatlist():
+            for m in chat.get_messages():
+                if m.id in seen:
+                    continue
+                info = msg_info(m)
+                if info.sender_addr == cam_addr and not info.is_info and predicate(info):
+                    got.append(info)
+        if len(got) >= n:
+            got.sort(key=lambda i: i.id)
+            got = got[:n] if only_n else got
+            seen.update(i.id for i in got)
+            return got
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{acc.addr}: {len(got)} of {n} camera messages; errors: {acc.errors[-5:]}")
+        try:
+            acc.wait_for_event(None, timeout=min(1.0, remaining))
+        except TimeoutError:
+            pass
