@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import time
 import pytest
 from conftest import CAMERA_BROKEN, CAMERAS_OK, ROOT, write_config
 
+from helpers.checkpoint import wait_stopped
 from helpers.figures import record
 
 from seccam import capture, config, events, heartbeat
@@ -110,17 +110,6 @@ def _start(cfg_path, stop_at=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_stopped(proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{proc.pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.01)
-    raise AssertionError("job never reached its checkpoint")
-
-
 @pytest.mark.parametrize("point", ["capture.claimed", "imageset.built", "capture.published", "capture.event-done"])
 def test_sigkill_at_any_point_loses_no_event(short_tmp, point):
     cfg_path = write_config(short_tmp)
@@ -128,7 +117,7 @@ def test_sigkill_at_any_point_loses_no_event(short_tmp, point):
     first = events.record(spool, "pir", [(17, 1.0)], when=time.time() - 100)
     second = events.record(spool, "pir", [(27, 2.0)], when=time.time())  # a separate group: two sets
     proc = _start(cfg_path, point)
-    _wait_stopped(proc)
+    wait_stopped(proc)
     proc.kill()
     proc.wait(timeout=10)
     # Nothing half-written is published: every set present is complete.
@@ -283,7 +272,7 @@ def test_a_set_captured_while_gpg_is_unusable_waits_in_sets_ready_for_jobs_send(
     import logging
     monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
     state = short_tmp / ("s" * 90)  # too long a path for gpg-agent's socket: gpg cannot start
-    path = write_config(short_tmp, f"""
+    path = write_config(short_tmp, """
         [account]
         address = "cam@seccam.test"
         password = "pw"

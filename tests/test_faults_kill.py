@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ROOT
 
 from helpers import sendkit
+from helpers.checkpoint import wait_stopped
 from helpers.figures import record
-from helpers.mailfixtures import check_pgp_mime
+from helpers.mailfixtures import sending_camera
 
 POINTS = ["encrypt.claimed", "encrypt.before-gpg", "encrypt.published", "encrypt.before-remove",
           "send.before-submit", "send.accepted"]
@@ -21,21 +21,8 @@ POINTS = ["encrypt.claimed", "encrypt.before-gpg", "encrypt.published", "encrypt
 
 @pytest.fixture
 def cam(mailserver):
-    for addr, pw in ((sendkit.CAMERA_ADDR, sendkit.PASSWORD), ("owner@seccam.test", None)):
-        if addr not in mailserver.users:
-            mailserver.add_user(addr, pw)
-    mailserver.add_camera_address(sendkit.CAMERA_ADDR)
-    c = sendkit.make_camera(account=sendkit.account_toml(port=mailserver.smtp_port, security="starttls",
-                                                         ca_file=mailserver.cafile, timeout=5))
-    c.mailserver = mailserver
-    c.start = len(mailserver.received)
-    yield c
-    # Beyond the suite-wide structure check: each message this camera sent decrypts with the
-    # camera's own key (it encrypts to itself) and carries its good signature.
-    for rec in mailserver.received[c.start:]:
-        if rec.mail_from == sendkit.CAMERA_ADDR:
-            assert check_pgp_mime(rec.raw, gnupghome=str(c.home), signer=c.fingerprint) == []
-    c.close()
+    with sending_camera(mailserver, timeout=5) as c:
+        yield c
 
 
 def _job(cam, stop_at=None):
@@ -46,24 +33,12 @@ def _job(cam, stop_at=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _stopped(proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{proc.pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        if proc.poll() is not None:
-            raise AssertionError(f"job ended before its checkpoint: {proc.stderr.read()!r}")
-        time.sleep(0.01)
-    raise AssertionError("job never reached its checkpoint")
-
-
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_at_every_checkpoint_loses_nothing(cam, point):
     sid = "20261125T191100.000001Z.11.aaaa-alarm"
     sendkit.make_set(cam.spool, sid, cameras=(("front", True), ("yard", True)))
     proc = _job(cam, point)
-    _stopped(proc)
+    wait_stopped(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     rerun = _job(cam)

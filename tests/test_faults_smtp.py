@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from helpers import sendkit
 from helpers.figures import record
-from helpers.mailfixtures import check_pgp_mime
+from helpers.mailfixtures import sending_camera
 from seccam import config as config_mod
 from seccam import health, send
 from seccam.errors import SeccamError
@@ -25,22 +25,8 @@ NOW = time.time()
 
 @pytest.fixture
 def cam(mailserver):
-    for addr, pw in ((sendkit.CAMERA_ADDR, sendkit.PASSWORD), ("owner@seccam.test", None)):
-        if addr not in mailserver.users:  # the server lives for the whole session
-            mailserver.add_user(addr, pw)
-    mailserver.add_camera_address(sendkit.CAMERA_ADDR)
-    account = sendkit.account_toml(port=mailserver.smtp_port, security="starttls", ca_file=mailserver.cafile,
-                                   timeout=3)
-    c = sendkit.make_camera(account=account)
-    c.mailserver = mailserver
-    c.start = len(mailserver.received)
-    yield c
-    # Beyond the suite-wide structure check: each message this camera sent decrypts with the
-    # camera's own key (it encrypts to itself) and carries its good signature.
-    for rec in mailserver.received[c.start:]:
-        if rec.mail_from == sendkit.CAMERA_ADDR:
-            assert check_pgp_mime(rec.raw, gnupghome=str(c.home), signer=c.fingerprint) == []
-    c.close()
+    with sending_camera(mailserver, timeout=3) as c:
+        yield c
 
 
 def set_id(t, kind):

@@ -17,6 +17,7 @@ Also exported: check_pgp_mime(raw_bytes, gnupghome=None, signer=None) -> list[st
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import email.utils
@@ -243,3 +244,28 @@ def assert_no_plaintext(request):
     if problems:
         pytest.fail("camera mail that is not PGP/MIME encrypted:\n  " + "\n  ".join(problems),
                     pytrace=False)
+
+
+@contextlib.contextmanager
+def sending_camera(mailserver, timeout):
+    """A sendkit camera whose account is on ``mailserver`` (STARTTLS, verified against its CA).
+
+    On a normal exit, beyond the suite-wide structure check, every message the camera sent
+    must decrypt with the camera's own key (it encrypts to itself) and carry its good signature.
+    """
+    from helpers import sendkit
+    for addr, pw in ((sendkit.CAMERA_ADDR, sendkit.PASSWORD), ("owner@seccam.test", None)):
+        if addr not in mailserver.users:  # the server lives for the whole session
+            mailserver.add_user(addr, pw)
+    mailserver.add_camera_address(sendkit.CAMERA_ADDR)
+    c = sendkit.make_camera(account=sendkit.account_toml(port=mailserver.smtp_port, security="starttls",
+                                                         ca_file=mailserver.cafile, timeout=timeout))
+    c.mailserver = mailserver
+    c.start = len(mailserver.received)
+    try:
+        yield c
+        for rec in mailserver.received[c.start:]:
+            if rec.mail_from == sendkit.CAMERA_ADDR:
+                assert check_pgp_mime(rec.raw, gnupghome=str(c.home), signer=c.fingerprint) == []
+    finally:
+        c.close()
