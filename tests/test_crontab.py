@@ -65,10 +65,10 @@ def test_every_job_runs_as_seccam():
     assert {user for _, user, _ in entries} == {"seccam"}
 
 
-def test_crontab_runs_capture_send_and_inbox_as_safety_net():
+def test_crontab_runs_capture_send_and_inbox_as_safety_net_and_ends_incidents_every_minute():
     jobs = {Path(cmd.split()[0]).name: when for when, _, cmd in _entries()}
     assert jobs == {"heartbeat": "0 * * * *", "capture": "* * * * *",
-                    "send": "* * * * *", "inbox": "*/5 * * * *"}
+                    "send": "* * * * *", "inbox": "*/5 * * * *", "incident": "* * * * *"}
 
 
 @pytest.mark.parametrize("command", [cmd for _, _, cmd in _entries()])

@@ -169,7 +169,8 @@ def test_staged_file_records_owners_user_and_packages(installed):
     assert owners["/opt/seccam/bin/seccam"] == ("root:root", "0755")
     assert "user seccam system home=/var/lib/seccam shell=/usr/sbin/nologin groups=gpio video" in lines
     [packages] = [line for line in lines if line.startswith("packages ")]
-    for pkg in ("python3-gpiozero", "python3-gnupg", "python3-schedule", "gnupg", "fswebcam", "qrencode"):
+    for pkg in ("python3-gpiozero", "python3-gnupg", "python3-schedule", "python3-pil", "gnupg", "fswebcam",
+                "qrencode"):
         assert pkg in packages.split()
     assert "packages-if-available python3-lgpio" in lines
 

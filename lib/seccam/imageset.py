@@ -31,11 +31,13 @@ def set_name(set_id):
     return set_id + SET_SUFFIX
 
 
-def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, while_waiting=None):
+def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, while_waiting=None, into=None):
     """Capture every camera and publish the set; return ``(set_path, results)``.
 
     ``health(results)`` (heartbeats) returns the health summary, computed after
-    the capture so that it includes this capture's camera results.
+    the capture so that it includes this capture's camera results. The set goes
+    to ``sets/ready``, or into the directory ``into`` (an open incident keeps its
+    follow-up captures, seccam.incident).
     """
     now = time.time() if now is None else now
     needed = budget.room_for(config.cameras)
@@ -64,7 +66,10 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
         with open(tmp / META, "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=1, sort_keys=True)
         checkpoint("imageset.built")
-        path = spool.publish(tmp, "sets.ready", set_name(set_id))
+        if into is None:
+            path = spool.publish(tmp, "sets.ready", set_name(set_id))
+        else:
+            path = spool.publish_into(tmp, into, set_name(set_id))
     except OSError as exc:
         spool.remove(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -77,7 +82,8 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
             log.info("camera=%s set=%s ok seconds=%.2f", r.camera, set_id, r.seconds)
         else:
             log.warning("camera=%s set=%s failed error=%r", r.camera, set_id, r.error)
-    log.info("set=%s kind=%s state=sets.ready cameras_ok=%d cameras_failed=%d", set_id, kind,
+    log.info("set=%s kind=%s state=%s cameras_ok=%d cameras_failed=%d", set_id, kind,
+             "sets.ready" if into is None else f"incidents.open/{into.name}",
              sum(r.ok for r in results), sum(not r.ok for r in results))
     return path, results
 
