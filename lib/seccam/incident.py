@@ -33,7 +33,7 @@ States and transitions (docs/spool.md); each is one rename by one owner::
     incidents/open/ID/        incident.json (written once), EVENT-capture.set/ (one per capture),
                               update-NNN.json (one per update)
         --gap passed, no event waiting-->  incidents/closing/ID/      owner: the capture lock
-    incidents/closing/ID/     --summary built in tmp/--> closing/ID/closing.set
+    incidents/closing/ID/     --summary built in tmp/--> closing/ID/summary.json, closing/ID/closing.set
                               --> incidents/closed/ID/                 owner: the incident lock
     incidents/closed/ID/closing.set --> sets/ready/ID-closing.set      owner: the incident lock
     incidents/closed/ID/      pruned after events_keep_days, or earlier by the spool budget
@@ -81,6 +81,7 @@ RECORD = "incident.json"
 SET_SUFFIX = ".set"
 CAPTURE_KIND = "capture"
 CLOSING_SET = "closing.set"
+SUMMARY = "summary.json"
 UPDATE_PREFIX = "update-"
 # What this module writes in tmp/: under the capture lock (new incidents, updates) and under
 # the incident lock (summaries). Each lock holder cleans only its own kind (:func:`recover`).
@@ -318,11 +319,11 @@ def update_set_id(incident_id, number):
     return f"{incident_id}-update{number:03d}"
 
 
-def _write_json(spool, directory, name, obj):
+def _write_json(spool, directory, name, obj, tmp_suffix=CAPTURE_TMP_SUFFIX):
     """Publish ``obj`` as ``directory/name``: written in tmp/, fsynced, renamed."""
     from .durable import write_all
     from .spool import unique_name
-    tmp = spool.dir("tmp") / unique_name(CAPTURE_TMP_SUFFIX)
+    tmp = spool.dir("tmp") / unique_name(tmp_suffix)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         write_all(fd, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
@@ -562,7 +563,7 @@ def summary_messages(config, inc, sheets):
     subject = f"Incident ended: {_duration(end - inc.started)}, {count} event{'' if count == 1 else 's'}"
     messages = []
     for i, (name, caps) in enumerate(sheets):
-        caption = (f"Sheet {i + 1} of {len(sheets)}: {name}, {len(caps)} picture{'' if len(caps) == 1 else 's'}, "
+        caption = (f"Sheet {i + 1} of {len(sheets)}: {name}, {len(caps)} capture{'' if len(caps) == 1 else 's'}, "
                    f"{_hms(caps[0].created)} to {_hms(caps[-1].created)}.")
         if i == 0:
             messages.append({"subject": subject, "text": "\n".join(head + ["", caption]), "camera": name})
@@ -582,7 +583,8 @@ def build_summary(config, spool, inc):
     layout = []
     for i, (name, caps) in enumerate(sheets):
         span = f"{_day(caps[0].created)} {_hms(caps[0].created)} to {_hms(caps[-1].created)}"
-        title = [f"{_place(config)}: {name}, {len(caps)} pictures", f"{span}   sheet {i + 1} of {len(sheets)}"]
+        title = [f"{_place(config)}: {name}, {len(caps)} capture{'' if len(caps) == 1 else 's'}",
+                 f"{span}   sheet {i + 1} of {len(sheets)}"]
         tiles = [_tile(c, _entry(config, c, name), _hms(c.created)) for c in caps]
         rendered = sheet.render(tiles, title)
         file = f"sheet-{i + 1:02d}.jpg"
@@ -613,6 +615,10 @@ def summarise(config, spool, path):
         inc = load(path)
         tmp = build_summary(config, spool, inc)
         checkpoint("incident.summary-built")
+        # Which capture is on which sheet stays with the captures (the set leaves for the outbox).
+        meta = read_json(tmp / "meta.json")
+        _write_json(spool, path, SUMMARY, {k: meta[k] for k in ("id", "incident", "sheets", "summary")},
+                    SUMMARY_TMP_SUFFIX)
         spool.publish_into(tmp, path, CLOSING_SET)
         log.info("incident=%s summary=built events=%d captures=%d", inc.id, len(inc.all_events()),
                  len(inc.captures))
