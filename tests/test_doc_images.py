@@ -24,7 +24,7 @@ def test_the_documented_contact_sheet_is_the_one_the_camera_makes(short_tmp):
     # JPEG coding may differ by a level or two between libjpeg versions; a layout change differs by far more.
     diff = ImageStat.Stat(ImageChops.difference(made, committed)).mean
     assert max(diff) < 2.0, diff
-    assert "docs/images/contact-sheet.jpg" in (ROOT / "docs" / "operations.md").read_text()
+    assert "](images/contact-sheet.jpg)" in (ROOT / "docs" / "operations.md").read_text()
 
 
 def test_the_comparison_sees_a_different_sheet(short_tmp):

@@ -446,3 +446,89 @@ def test_health_reports_an_incident_error_instead_of_failing(cam, monkeypatch):
     assert snap["incident"] == {"error": "cannot read incidents: disk on fire"}
     from seccam.commands.status import render
     assert "incidents   cannot read incidents: disk on fire" in render(snap)
+
+
+def test_an_hour_long_incident_is_summarised_and_damaged_records_do_not_stop_it(cam):
+    for t in range(0, 3641, 280):            # every 280 s, within the gap: one incident of an hour
+        cam.at(T0 + t)
+    [inc] = cam.state("open")
+    first, second = sorted(inc.glob("*-capture.set"))[:2]
+    m = meta(first)
+    m["events"] = [{"source": "pir"}]        # an event without a time
+    (first / "meta.json").write_text(json.dumps(m))
+    (inc / "update-001.json").write_text("")  # an unreadable update record
+    loaded = incident.load(inc)
+    assert len(loaded.updates) == 13 and loaded.updates[0] == {"file": "update-001.json"}
+    assert loaded.last_motion == T0 + 3640
+    (second / "meta.json").write_text("[]")  # unreadable: the pictures found still count
+    (second / "yard.jpg").unlink()
+    (second / "yard.preview.jpg").unlink()
+    [closing] = cam.end(T0 + 3640 + GAP)
+    m = meta(closing)
+    # The unreadable record loses that capture's event, not its pictures.
+    assert "(1 h 0 min): 13 motion events, 14 capture(s)." in m["messages"][0]["text"]
+    front, yard = m["sheets"]
+    assert second.name in front["captures"] and second.name not in yard["captures"]
+    assert len(front["captures"]) == 13 and len(yard["captures"]) == 12
+
+
+def test_a_camera_added_or_removed_during_an_incident_keeps_every_picture(short_tmp):
+    cam = Cam(short_tmp)
+    cam.at(T0)
+    cam.at(T0 + 10)                          # front and yard
+    cam.path.write_text(cam.path.read_text().replace('name = "yard"', 'name = "gate"'))
+    cam.reload()
+    cam.at(T0 + 20)                          # front and gate
+    [closing] = cam.end(T0 + 20 + GAP)
+    sheets = [(s["camera"], len(s["captures"])) for s in meta(closing)["sheets"]]
+    assert sheets == [("front", 2), ("gate", 1), ("yard", 1)]
+
+
+def test_an_update_is_due_only_with_a_capture_after_its_time(cam):
+    cam.at(T0)
+    [inc] = cam.state("open")
+    assert incident.update_due(cam.cfg, incident.load(inc)) is None   # no capture yet
+    (inc / "update-001.json").write_text(json.dumps({"n": 1, "time": "later"}))
+    cam.at(T0 + 20)
+    # A record without a usable time counts from the start: 20 s < 60 s (the second step of the pace).
+    assert incident.update_due(cam.cfg, incident.load(inc)) is None
+    cam.at(T0 + 60)                          # 60 s after the start: update 2 is made with it
+    [update] = cam.ready("update")
+    assert meta(update)["update"]["n"] == 2 and meta(update)["update"]["time"] == T0 + 60
+
+
+def test_reading_an_incident_that_moved_on_meanwhile_gives_nothing_not_an_error(cam):
+    gone = incident.load(cam.spool.dir("incidents.open") / "20261125T000000.000000Z.1.aa")
+    assert gone.captures == [] and gone.updates == [] and gone.first_events == []
+
+
+def test_budget_leaves_the_pictures_of_a_capture_with_a_damaged_record_alone(cam):
+    cam.at(T0)
+    [captured] = cam.at(T0 + 10)
+    (captured / "meta.json").write_text("{")
+    names = [n for n, _, _ in budget.candidates(cam.spool)]
+    assert not any(captured.name in n for n in names)
+
+
+@pytest.mark.parametrize("messages, reason", [
+    ([], "messages is not a non-empty list"),
+    ([{"subject": "s"}], "messages[0] needs a subject and a text"),
+    ([{"subject": "s", "text": "t", "image": "../x.jpg"}], "messages[0].image is not a file name"),
+    ([{"subject": "s", "text": "t", "camera": "a b"}], "messages[0].camera is not a camera name"),
+])
+def test_a_malformed_incident_set_is_set_aside_by_the_encrypt_step(cam, messages, reason):
+    from seccam.spool import SpoolFormatError
+    tmp = cam.spool.make_tmp_dir(".set")
+    (tmp / "meta.json").write_text(json.dumps({"version": 1, "kind": "closing", "id": "x-closing",
+                                               "created": events.iso(T0), "cameras": [], "messages": messages}))
+    with pytest.raises(SpoolFormatError, match=__import__("re").escape(reason)):
+        encrypt.load_meta(tmp)
+
+
+def test_a_sheet_missing_from_its_set_becomes_a_text_message(cam):
+    cam.at(T0)
+    cam.at(T0 + 10)
+    [closing] = cam.end(T0 + 10 + GAP)
+    (closing / "sheet-02.jpg").unlink()
+    planned = encrypt.plan(encrypt.load_meta(closing), closing)
+    assert [p.kind for p in planned] == ["sheet", "text"]

@@ -81,6 +81,15 @@ def test_an_unreadable_picture_falls_back_to_the_other_file_or_shows_as_missing(
     assert s.image.getpixel((s.boxes[2][0] + 1, s.boxes[2][3] - 2)) == sheet.FAILED
 
 
+def test_an_unreadable_preview_is_no_obstacle_and_a_sheet_without_any_picture_still_lays_out(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    s = sheet.render([sheet.Tile("a", solid(tmp_path / "f.jpg", COLOURS[4]), broken)])
+    assert s.shown == 1 and close_to(centre(s.image, s.boxes[0]), COLOURS[4])
+    empty = sheet.render([sheet.Tile("a", missing="timed out"), sheet.Tile("b", broken)])
+    assert empty.shown == 0 and empty.tile_size[1] == round(empty.tile_size[0] * 9 / 16)
+
+
 def test_the_preview_is_used_when_it_is_large_enough_else_the_full_image(tmp_path):
     full = solid(tmp_path / "full.jpg", COLOURS[0], (1280, 720))
     preview = solid(tmp_path / "preview.jpg", COLOURS[2], (320, 180))

@@ -125,10 +125,6 @@ class Incident:
     captures: list          # [Capture], oldest first
     updates: list           # [dict] update records, oldest first
 
-    @property
-    def state(self):
-        return self.path.parent.name
-
     def all_events(self):
         out = list(self.first_events)
         for cap in self.captures:

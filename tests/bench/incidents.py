@@ -374,10 +374,19 @@ def main(argv=None):
     results = []
     sink = latency.Sink()
     with sink:
+        today_offline = None
         for label, target, kw in scenarios(args.quick):
             print(f"incidents: {label} ...", file=sys.stderr, flush=True)
             new = run_scenario(Scenario(label, incidents_on=True, **kw), sink)
-            today = run_scenario(Scenario(label, incidents_on=False, **kw), sink)
+            if kw.get("offline") and today_offline is not None:
+                # Without incidents both offline runs deliver the same backlog (every alarm, the outage
+                # summary, the newest heartbeat); an offline run without incidents is the slowest part
+                # of the benchmark, so it runs once.
+                today = today_offline
+            else:
+                today = run_scenario(Scenario(label, incidents_on=False, **kw), sink)
+                if kw.get("offline"):
+                    today_offline = today
             for r in (new, today):
                 if r["pending"]:
                     raise RuntimeError(f"{label}: {r['pending']} item(s) left unsent")
