@@ -20,9 +20,12 @@ groups them into *incidents* and owns the incident states of the spool:
   ``[incident] sheet_max`` thumbnails.
 * ``gap_s = 0`` turns incidents off: every capture is an alarm.
 * A person asking for pictures is not motion: events whose source is in
-  :data:`REQUESTED_SOURCES` (the push button; ``/snap`` when it comes) are
-  always an alarm set at once, never part of an incident and never
-  extending one. ``seccam trigger`` records motion (source ``trigger``), so the
+  :data:`REQUESTED_SOURCES` (the push button) are always an alarm set at once,
+  never part of an incident and never extending one, and are never merged
+  with motion into one capture. A new way of asking (``/snap``) records its
+  event with a source of its own and adds that source to
+  :data:`REQUESTED_SOURCES` (and to ``seccam.events.SOURCES``); nothing else
+  changes. ``seccam trigger`` records motion (source ``trigger``), so the
   incident rules apply to it.
 
 The ID of an incident is the name of its first motion event, so every set
@@ -173,11 +176,14 @@ def _read_capture(path):
         return Capture(path, _name_time(path.name) or 0.0, [], [], readable=False)
 
 
-def _captures(path):
+def _listing(path):
     try:
-        names = sorted(os.listdir(path))
-    except FileNotFoundError:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:  # moved on (closed, pruned) while we looked: nothing to read
         return []
+
+
+def _captures(names):
     return [n for n in names if n.endswith(f"-{CAPTURE_KIND}{SET_SUFFIX}")]
 
 
@@ -189,12 +195,13 @@ def load(path, captures=True):
     started = record.get("started_ts")
     if not isinstance(started, (int, float)):
         started = _name_time(path.name) or 0.0
-    names = _captures(path)
+    listing = _listing(path)
+    names = _captures(listing)
     if not captures:
         names = names[-1:]
     caps = sorted((_read_capture(path / n) for n in names), key=lambda c: (c.created, c.name))
     updates = []
-    for name in sorted(os.listdir(path)) if path.exists() else []:
+    for name in listing:
         if name.startswith(UPDATE_PREFIX) and name.endswith(".json"):
             try:
                 updates.append(read_json(path / name))
@@ -668,7 +675,7 @@ def describe(config, spool, now):
     kept = 0
     for state in ("incidents.open", "incidents.closing", "incidents.closed"):
         for p in spool.items(state):
-            kept += len(_captures(p))
+            kept += len(_captures(_listing(p)))
     out["kept_captures"] = kept
     return out
 
