@@ -16,6 +16,7 @@ import email
 import email.policy
 import hashlib
 import json
+import re
 import time
 
 import pytest
@@ -199,9 +200,10 @@ def test_an_incident_arrives_as_first_alarm_an_update_and_the_closing_sheets_wit
         time.sleep(0.5)
     run_ok(run, "jobs/send", config=cfg)
     sent = camera_images(mailserver, cam_addr, since, home)
-    assert [s for s, _, _ in sent] == ["Motion: front", "Motion: yard", "Motion: front (full size)",
-                                       "Motion: yard (full size)", "Motion continues",
-                                       "Incident ended: 0 s, 2 events", "Incident sheet 2 of 2"]
+    subjects = [s for s, _, _ in sent]
+    assert subjects[:5] == ["Motion: front", "Motion: yard", "Motion: front (full size)",
+                            "Motion: yard (full size)", "Motion continues"]
+    assert re.fullmatch(r"Incident ended: \d+ s, 2 events", subjects[5]) and subjects[6] == "Incident sheet 2 of 2"
     fpr = camera_fpr(home)
     got = camera_messages(dc_owner, cam_addr, 7, set(), TIMEOUT)
     assert len(got) == 7 and len({m.chat_id for m in got}) == 1

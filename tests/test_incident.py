@@ -159,7 +159,7 @@ def test_the_incident_ends_after_the_gap_with_one_summary_holding_every_capture(
     assert text.startswith("Motion ended at Front door.\nIncident ")
     assert "(2 min): 5 motion events, 5 capture(s)." in text
     assert "Sensors: motion sensors on GPIO 17, 27." in text and "Cameras: front 4 pictures; yard 4 pictures." in text
-    assert "Updates sent: 2." in text and "the 2 sheets (8 in all)" in text
+    assert "Updates: 2." in text and "the 2 sheets (8 in all)" in text
     assert [x["image"] for x in m["messages"]] == ["sheet-01.jpg", "sheet-02.jpg"]
     assert m["messages"][1]["text"].startswith("Sheet 2 of 2: yard, 4 captures, ")
     assert json.loads((inc / "summary.json").read_text())["sheets"] == m["sheets"]
@@ -285,8 +285,16 @@ def test_status_says_when_incidents_are_off_or_a_summary_is_pending(short_tmp, r
     out = run("bin/seccam", "status", config=cam.path).stdout
     assert "incidents   off ([incident] gap_s = 0)" in out
     (cam.spool.dir("incidents.closing") / "20261125T000000.000000Z.1.aa").mkdir()
+    # an update waiting two hours for the network
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 7260))
+    cam.spool.write("outbox.deferred", b"x", name=f"{stamp}.000000Z.1.aa-update001.00.all.sheet.eml")
     out = run("bin/seccam", "status", config=cam.path).stdout
     assert "incidents   1 ended, summary being made" in out
+    assert "messages deferred (will retry), oldest 2h1m" in out
+    from seccam.commands.status import render
+    snap = health.snapshot(cam.cfg, cam.spool, with_keys=False)
+    del snap["incident"]                     # a snapshot from before incidents
+    assert "incident" not in render(snap)
 
 
 def test_a_capture_whose_camera_failed_is_on_the_sheet_as_a_failure(short_tmp):

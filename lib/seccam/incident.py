@@ -556,7 +556,7 @@ def summary_messages(config, inc, sheets):
             f"{count} motion event{'' if count == 1 else 's'}, {len(inc.captures) + 1} capture(s).",
             f"Sensors: {_sensor_text(all_events)}.",
             f"Cameras: {_camera_text(config, inc)}.",
-            f"Updates sent: {len(inc.updates)}."]
+            f"Updates: {len(inc.updates)}."]
     if sheets:
         head.append(f"Every picture after the first alarm is on the {len(sheets)} sheet"
                     f"{'' if len(sheets) == 1 else 's'} ({pictures} in all); the full-size pictures stay on "
