@@ -70,7 +70,7 @@ readonly PACKAGES=(python3 python3-gpiozero python3-gnupg python3-schedule pytho
 # Installed only where the archive has them (Raspberry Pi OS: gpiozero 2.x's default pin factory).
 readonly OPTIONAL_PACKAGES=(python3-lgpio)
 # Units enabled and started; the .service units of the jobs are started by the .path units.
-readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path)
+readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path seccam-incident.path)
 readonly GROUPS_NEEDED=(gpio video)
 readonly SUPPORTED_ARCHES=(amd64 arm64 armhf armel)
 

@@ -540,3 +540,33 @@ def test_a_sheet_missing_from_its_set_becomes_a_text_message(cam):
     (closing / "sheet-02.jpg").unlink()
     planned = encrypt.plan(encrypt.load_meta(closing), closing)
     assert [p.kind for p in planned] == ["sheet", "text"]
+
+
+def test_the_incident_is_opened_while_the_cameras_expose_and_a_failure_there_costs_no_picture(cam, monkeypatch):
+    from seccam import camera
+    seen = {}
+    real_capture_all = camera.capture_all
+
+    def capture_all(cameras, outdir, while_waiting=None):
+        def hook():
+            while_waiting()
+            seen["open during exposure"] = bool(cam.state("open"))
+        return real_capture_all(cameras, outdir, hook)
+    monkeypatch.setattr(camera, "capture_all", capture_all)
+    cam.at(T0)
+    assert seen == {"open during exposure": True}
+    # A failing bookkeeping step inside the hook is retried after the capture; the prewarm still runs.
+    real_open = incident.open_incident
+    calls = []
+
+    def flaky_open(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real_open(*args)
+    monkeypatch.setattr(incident, "open_incident", flaky_open)
+    prewarmed = []
+    cam.motion(T0 + 2 * GAP)
+    capture.process(cam.cfg, cam.spool, now=lambda: T0 + 2 * GAP, while_waiting=lambda: prewarmed.append(1))
+    assert prewarmed == [1] and len(calls) == 2
+    assert len(cam.ready("alarm")) == 2 and len(cam.state("open")) == 1 and len(cam.state("closing")) == 1

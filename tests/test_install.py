@@ -213,7 +213,7 @@ def test_units_are_enabled_by_their_install_symlinks(installed):
     units = installed / "etc/systemd/system"
     assert os.readlink(units / "multi-user.target.wants/seccam-poller.service") == \
         "/etc/systemd/system/seccam-poller.service"
-    for path_unit in ("seccam-capture.path", "seccam-send.path"):
+    for path_unit in ("seccam-capture.path", "seccam-send.path", "seccam-incident.path"):
         assert os.readlink(units / "paths.target.wants" / path_unit) == f"/etc/systemd/system/{path_unit}"
     # The jobs' services are started by their path units, not enabled.
     assert not list(units.glob("*.wants/seccam-capture.service"))

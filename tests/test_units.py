@@ -78,7 +78,7 @@ def unit_root(tmp_path_factory):
 
 def test_there_are_units_to_verify():
     assert {"seccam-poller.service", "seccam-capture.path", "seccam-capture.service",
-            "seccam-send.path", "seccam-send.service"} <= set(UNITS)
+            "seccam-send.path", "seccam-send.service", "seccam-incident.path", "seccam-incident.service"} <= set(UNITS)
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -110,5 +110,5 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     assert options["Unit"] == [unit.replace(".path", ".service")]
     assert (UNIT_DIR / options["Unit"][0]).is_file()
     [directory] = options["DirectoryNotEmpty"]
-    assert directory.startswith("/var/spool/seccam/") and directory.endswith("/new")
+    assert directory.startswith("/var/spool/seccam/") and directory.endswith(("/new", "/incidents/closing"))
 

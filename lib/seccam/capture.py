@@ -60,17 +60,15 @@ def process(config, spool, now=time.time, while_waiting=None):
                 if route.captured(spool):
                     log.info("set=%s already captured; marking events done", set_id)
                 else:
+                    hook = incident.during_capture(spool, route, group, now(),
+                                                   while_waiting if route.kind == "alarm" else None)
                     path, _ = imageset.capture(config, spool, route.kind, set_id, group, now=now(),
-                                               while_waiting=while_waiting if route.kind == "alarm" else None,
-                                               into=route.into)
+                                               while_waiting=hook, into=route.into)
                     if route.kind == "alarm":
                         while_waiting = None  # once is enough
                     published.append(path)
                     checkpoint("capture.published")
-                if route.opens:
-                    incident.open_incident(spool, route.opens, group, now())
-                elif route.into is not None:
-                    published += incident.update_if_due(config, spool, route.into)
+                published += incident.after_capture(config, spool, route, group, now())
                 for ev in group:
                     spool.move(ev["_path"], "events.done")
                     log.info("event=%s state=events.done set=%s", ev["_path"].name, set_id)

@@ -44,15 +44,19 @@ States and transitions (docs/spool.md); each is one rename by one owner::
 Who owns what:
 
 * ``jobs/capture`` (under the capture lock) routes each group of events
-  (:func:`route`), opens incidents, publishes follow-up captures into the open
+  (:func:`route`), opens incidents (while the cameras expose:
+  :func:`during_capture`), publishes follow-up captures into the open
   incident, makes updates (:func:`update_if_due`) and closes an incident whose
   gap has passed (:func:`close_stale`) at the end of every run, and cron runs
   it every minute;
-* ``jobs/incident`` (cron, every minute, under the incident lock, at a low CPU
-  priority) closes stale incidents too (taking the capture lock for that one
-  rename), summarises every closing incident and prunes old closed ones. It
-  is a job of its own so that drawing sheets never delays a new alarm: the
-  capture job and its systemd unit stay free for the next motion.
+* ``jobs/incident`` (under the incident lock, at a low CPU priority; started
+  by seccam-incident.path when ``incidents/closing`` is not empty, and by cron
+  every minute) closes stale incidents too (taking the capture lock for that
+  one rename), summarises every closing incident and prunes old closed ones.
+  It is a job of its own so that drawing sheets never delays a new alarm: the
+  capture job and its systemd unit stay free for the next motion. The path
+  unit also covers an upgrade that kept an edited crontab without the
+  ``jobs/incident`` line.
 
 Kill safety. An update set is built in ``tmp/``, renamed into the incident
 (``update-NNN.set``), recorded (``update-NNN.json``) and then renamed into
@@ -228,6 +232,7 @@ class Route:
     set_id: str
     into: Path | None = None
     opens: str | None = None
+    closes: Path | None = None   # the open incident whose gap has passed: closed before ``opens`` opens
 
     def captured(self, spool):
         """True if this group was captured already (a rerun after a kill)."""
@@ -251,10 +256,12 @@ def groups(claimed, cooldown_s):
 
 
 def route(config, spool, group):
-    """Decide where the capture of ``group`` goes (call under the capture lock).
+    """Decide where the capture of ``group`` goes (call under the capture lock). Reads only.
 
-    A group that starts a new incident closes the open one first: at most one
-    incident is open, and an incident never absorbs motion after its gap.
+    A group that starts a new incident closes the open one first (``closes``):
+    at most one incident is open, and an incident never absorbs motion after
+    its gap. The caller does that bookkeeping with :func:`during_capture` and
+    :func:`after_capture`.
     """
     name = group[0]["_path"].name.removesuffix(".json")
     if is_requested(group) or config.incident.gap_s <= 0:
@@ -265,8 +272,39 @@ def route(config, spool, group):
             return Route("alarm", f"{name}-alarm", opens=name)
         if group[0]["ts"] - load(inc, captures=False).last_motion < config.incident.gap_s:
             return Route(CAPTURE_KIND, f"{name}-{CAPTURE_KIND}", into=inc)
-        close(spool, inc, "new motion after the gap")
+        return Route("alarm", f"{name}-alarm", opens=name, closes=inc)
     return Route("alarm", f"{name}-alarm", opens=name)
+
+
+def _bookkeeping(spool, route, group, now):
+    """Close the stale incident and open the new one of an alarm's route (idempotent)."""
+    if route.closes is not None and route.closes.exists():
+        close(spool, route.closes, "new motion after the gap")
+    if route.opens:
+        open_incident(spool, route.opens, group, now)
+
+
+def during_capture(spool, route, group, now, then=None):
+    """A ``while_waiting`` hook for the capture (seccam.camera.capture_all): the incident's
+    bookkeeping (a few fsyncs) runs while the cameras expose, so that it costs the first
+    alarm nothing; then ``then`` (the capture job's GnuPG prewarm), whatever happened."""
+    def hook():
+        try:
+            _bookkeeping(spool, route, group, now)
+        finally:
+            if then is not None:
+                then()
+    return hook
+
+
+def after_capture(config, spool, route, group, now):
+    """After the group's set is published (or found from a killed run): finish the alarm's
+    bookkeeping if the hook did not run, or make an update when one is due. Returns the
+    sets it put into sets/ready."""
+    if route.kind == CAPTURE_KIND:
+        return update_if_due(config, spool, route.into)
+    _bookkeeping(spool, route, group, now)
+    return []
 
 
 def open_incident(spool, incident_id, group, now):
