@@ -112,6 +112,7 @@ class Delivery:
     rate_per_minute: float = 60.0
     burst: int = 10
     heartbeat_image: str = "full"
+    hold_days: float = 7.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,6 +478,7 @@ class _Validator:
             rate_per_minute=self.get(t, kp, "rate_per_minute", "float", 60.0, minimum=1, maximum=6000),
             burst=self.get(t, kp, "burst", "int", 10, minimum=1, maximum=1000),
             heartbeat_image=self.get(t, kp, "heartbeat_image", "str", "full", choices=("full", "preview")),
+            hold_days=self.get(t, kp, "hold_days", "float", 7.0, minimum=0.01, maximum=365),
         )
 
 
