@@ -578,7 +578,7 @@ def test_cli_pending_then_accept(cli, short_dir, owner, mallory):
     assert proc.returncode == 0 and "NOT adopted" in proc.stdout
     assert f"seccam keys accept {OWNER} {mallory.fpr}" in proc.stdout
     text = seccam("keys", "list", cfg=cli).stdout
-    assert "camera key: " in text and f"PENDING key change: {mallory.fpr}" in text
+    assert "camera key: " in text and f"PENDING key: {mallory.fpr} from file:" in text and "(verified)" in text
     assert keys.pending_changes(seccam_config.load(cli))[0]["fingerprint"] == mallory.fpr
     bad = seccam("keys", "accept", OWNER, "F" * 40, cfg=cli)
     assert bad.returncode == 65 and "not a pending key" in bad.stderr

@@ -13,6 +13,7 @@ _LABELS = {
     "outbox.deferred": "messages deferred (will retry)",
     "outbox.failed": "messages failed (need you)",
     "corrupt": "items set aside (need you)",
+    "quarantine": "inbound mail the camera could not use (capped, oldest dropped first)",
 }
 
 
@@ -95,8 +96,9 @@ def render(snap):
         if "error" in change:
             out.append(f"keys: {change['error']}")
         else:
-            out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
-                       f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
+            from ..health import key_change_text
+            out.append(f"KEY: {key_change_text(change)} Compare it with the fingerprint {change.get('address')}'s "
+                       f"Delta Chat shows, then: seccam keys accept {change.get('address')} "
                        f"{change.get('fingerprint')}")
     out.extend(_invite_lines(snap.get("invites")))
     pruned = snap.get("pruned") or {}
