@@ -209,3 +209,23 @@ def test_an_item_whose_name_carries_no_time_is_counted_without_an_age(config_pat
     info = health.snapshot(cfg, spool, with_keys=False)["queues"]["corrupt"]
     assert info["count"] == 2 and "oldest_age_s" not in info
     assert health.name_time("20261125T191100.000001Z.1.ab") == 1795633860.000001
+
+
+def test_status_and_heartbeat_name_a_recipient_whose_alarms_wait_for_a_key(run):
+    from helpers import sendkit
+    from seccam import encrypt
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        sendkit.import_recipient(c.config, c.recipients[0])
+        for n in (1, 2):
+            sendkit.make_set(c.spool, f"20261125T19110{n}.000001Z.11.aaaa-alarm")
+        encrypt.process(c.config, c.spool)
+        (c.spool.dir("sets.held") / "junk-to-x-alarm.set").mkdir()  # unreadable: skipped, not fatal
+        snap = health.snapshot(c.config, c.spool, with_keys=False)
+        assert snap["held_for"] == {"bob@seccam.test": 2}
+        assert "No usable key for bob@seccam.test: 2 alarm(s) wait for it" in health.summary_text(snap)
+        out, js = status(run, c.config_path)
+        assert "NO KEY for bob@seccam.test: 2 alarm(s) held for them alone" in out
+        assert js["held_for"] == {"bob@seccam.test": 2}
+    finally:
+        c.close()

@@ -42,6 +42,22 @@ def _queue(spool, state, now):
     return info
 
 
+def held_for(spool):
+    """``{address: n}``: alarms held for one recipient who has no usable key (seccam.encrypt's copies)."""
+    import json
+    out = {}
+    for path in spool.items("sets.held"):
+        if "-to" not in path.name:
+            continue
+        try:
+            address = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("for")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(address, str):
+            out[address] = out.get(address, 0) + 1
+    return out
+
+
 def outage(spool, queues):
     """The open outage of jobs/send (``state/outage.json``), or None while mail goes out."""
     stamp = spool.read_state("outage")
@@ -166,6 +182,7 @@ def snapshot(config, spool, now=None, with_keys=True):
         "disk": disk(spool),
         "pruned": _pruned(spool),
         "outage": outage(spool, queues),
+        "held_for": held_for(spool),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
@@ -207,6 +224,8 @@ def summary_text(snap, since_count=None, results=None, since=None):
                          ("quarantine", "mail the camera could not use, kept for you")):
         if q[state]["count"]:
             lines.append(f"{label.capitalize()}: {q[state]['count']} (see seccam status).")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        lines.append(f"No usable key for {address}: {count} alarm(s) wait for it (the others got theirs).")
     pruned = snap.get("pruned") or {}
     if pruned.get("count"):
         lines.append(f"Pruned to stay within the spool budget: {pruned['count']} item(s), "

@@ -92,6 +92,9 @@ def render(snap):
         out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{inbox}{age}")
         for item, reason in (info.get("reasons") or {}).items():
             out.append(f"      {item}: {reason}")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        out.append(f"NO KEY for {address}: {count} alarm(s) held for them alone (the others got theirs); "
+                   "seccam invite, or seccam keys import FILE")
     for change in snap.get("key_changes") or []:
         if "error" in change:
             out.append(f"keys: {change['error']}")
