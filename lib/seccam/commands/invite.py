@@ -25,6 +25,7 @@ import sys
 import time
 
 HELP = "invite a Delta Chat user: print a QR code / link to scan (list, show, revoke invites)"
+USES_GPG = True
 
 DEFAULT_WAIT_S = 300
 POLL_INTERVAL_S = 1.0
@@ -69,6 +70,12 @@ def add_arguments(parser):
     _common(p)
 
 
+def open_files(args, config, files):
+    """--png FILE is created with the invoking user's rights (seccam.privilege)."""
+    if getattr(args, "png", None):
+        args.png_file = files.create(args.png, 0o644)
+
+
 def run(args, config):
     command = getattr(args, "invite_command", None)
     handler = {None: _create, "list": _list, "show": _show, "revoke": _revoke}[command]
@@ -82,7 +89,8 @@ def _store(config):
 
 # -- QR code -------------------------------------------------------------------------
 def render_qr(link, png=None, terminal=True, out=None):
-    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG."""
+    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG
+    (``png``: a path, or a file opened for writing in binary mode)."""
     from ..errors import DataError
     out = out or sys.stdout
     qrencode = shutil.which("qrencode")
@@ -99,10 +107,12 @@ def render_qr(link, png=None, terminal=True, out=None):
         else:
             print(f"(qrencode failed: {done.stderr.strip()[:200]})", file=out)
     if png:
-        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", str(png), link],
-                              capture_output=True, text=True, timeout=30)
+        opened = hasattr(png, "write")
+        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-" if opened else str(png), link],
+                              stdout=png if opened else subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         if done.returncode != 0:
-            raise DataError(f"qrencode could not write {png}: {done.stderr.strip()[:200]}")
+            name = png.name if opened else png
+            raise DataError(f"qrencode could not write {name}: {done.stderr.decode(errors='replace').strip()[:200]}")
 
 
 def _present(record, args):
@@ -111,7 +121,8 @@ def _present(record, args):
     if not args.no_qr:
         render_qr(url, png=None)
     if args.png:
-        render_qr(url, png=args.png, terminal=False)
+        with args.png_file:
+            render_qr(url, png=args.png_file, terminal=False)
     print(url)
     print(f"In Delta Chat: \"Scan QR code\" (or open the link on the phone). Invite {record['id']}: "
           f"{_uses_text(record)}, valid until {record['expires']}.")
