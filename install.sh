@@ -3,17 +3,19 @@
 #
 #   sudo ./install.sh                  install, or upgrade in place (re-running changes nothing)
 #   sudo ./install.sh --dry-run        print every change it would make, make none
-#   sudo ./install.sh --uninstall      remove code, units and cron file; keep config, key and spool
+#   sudo ./install.sh --uninstall      remove code, units, cron file and the empty directories it
+#                                      made; keep config, key and spool
 #   sudo ./install.sh --uninstall --purge   ... and the config, the camera key, the spool and the user
 #   ./install.sh --root DIR            install into a staging root DIR (tests, image builders)
 #
 # Options: --force (try another Debian-based release or architecture), --demo / --no-demo
-# (run the demo at the end or not; by default it runs when there is no GPIO chip and no
-# camera, e.g. in a container or CI), -h/--help.
+# (run the demo at the end or not; by default it runs on a first installation when there is
+# no GPIO chip and no camera, e.g. in a container or CI, and not again on an upgrade), -h/--help.
 #
 # What it does, each step only when it is not done yet (docs/operations.md has the details):
 #   1. Debian packages from the distribution (apt; no pip): PACKAGES below, python3-lgpio where
-#      the archive has it.
+#      the archive has it (a Pi 5's GPIO needs it). Then it says which GPIO pin library gpiozero
+#      will use on this board (/proc/device-tree/model) and warns when none that works is there.
 #   2. The system user `seccam` (no login shell, home /var/lib/seccam), in groups gpio and video
 #      (created as system groups when missing: the units name them).
 #   3. Directories: /etc/seccam 0750 root:seccam, /var/lib/seccam 0700 seccam (GnuPG home
@@ -30,7 +32,7 @@
 #      only when systemd is PID 1.
 #   7. The camera key, once (`seccam keys init` as user seccam) when [account] is configured.
 #      Never again: Delta Chat treats a new key as a new contact.
-#   8. The demo cycle (`seccam demo`) on machines without GPIO and cameras.
+#   8. The demo cycle (`seccam demo`) on a first installation on machines without GPIO and cameras.
 #
 # --root DIR: every path is prefixed with DIR, and what needs the real system is not done but
 # written to DIR/var/lib/seccam/install/staged: the packages to install, the user to create and
