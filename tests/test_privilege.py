@@ -325,7 +325,16 @@ def test_stopping_the_agent_lets_another_processs_signature_finish():
         cleanup(home)
 
 
-def test_an_agent_that_cannot_be_signalled_or_will_not_stop_is_reported(monkeypatch, caplog):
+@pytest.fixture
+def seccam_log(monkeypatch, caplog):
+    import logging
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)  # setup_logging in other tests turns it off
+    return caplog
+
+
+def test_an_agent_that_cannot_be_signalled_or_will_not_stop_is_reported(monkeypatch, seccam_log):
+    caplog = seccam_log
+    assert seccam_gpg._running(2 ** 22 + 1) is False  # beyond pid_max: no such process
     home = new_short_dir()
     try:
         monkeypatch.setattr(seccam_gpg, "agent_pid", lambda h: os.getpid())
@@ -342,7 +351,8 @@ def test_an_agent_that_cannot_be_signalled_or_will_not_stop_is_reported(monkeypa
         cleanup(home)
 
 
-def test_the_agent_probe_survives_a_missing_gpg_connect_agent(monkeypatch, tmp_path, caplog):
+def test_the_agent_probe_survives_a_missing_gpg_connect_agent(monkeypatch, tmp_path, seccam_log):
+    caplog = seccam_log
     monkeypatch.setenv("PATH", str(tmp_path))
     assert seccam_gpg.agent_pid(tmp_path) is None
     assert "event=agent_probe_failed" in caplog.text
