@@ -19,6 +19,7 @@ the records seccam.invites; this module only talks to the person.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,10 @@ def add_arguments(parser):
 
 
 def open_files(args, config, files):
-    """--png FILE is created with the invoking user's rights (seccam.privilege)."""
+    """--png FILE is created with the invoking user's rights (seccam.privilege), 0600: the
+    picture holds the invite's secrets."""
     if getattr(args, "png", None):
-        args.png_file = files.create(args.png, 0o644)
+        args.png_file = files.create(args.png, 0o600)
 
 
 def run(args, config):
@@ -107,12 +109,30 @@ def render_qr(link, png=None, terminal=True, out=None):
         else:
             print(f"(qrencode failed: {done.stderr.strip()[:200]})", file=out)
     if png:
-        opened = hasattr(png, "write")
-        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-" if opened else str(png), link],
-                              stdout=png if opened else subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-", link],
+                              capture_output=True, timeout=30)
         if done.returncode != 0:
-            name = png.name if opened else png
-            raise DataError(f"qrencode could not write {name}: {done.stderr.decode(errors='replace').strip()[:200]}")
+            name = png.name if hasattr(png, "write") else png
+            raise DataError(f"qrencode could not make {name}: {done.stderr.decode(errors='replace').strip()[:200]}")
+        if hasattr(png, "write"):
+            png.write(done.stdout)  # opened (0600, the person's) by open_files before the switch
+        else:
+            _write_private(png, done.stdout)
+
+
+def _write_private(path, data):
+    """Write ``data`` readable by its owner only: the picture holds both Secure-Join secrets."""
+    from ..durable import write_all
+    from ..errors import DataError
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _present(record, args):
