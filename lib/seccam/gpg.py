@@ -410,9 +410,9 @@ class Gpg:
 
 # -- gpg-agent's lifetime ---------------------------------------------------------------------
 # gpg starts a gpg-agent by itself on the first operation that needs a secret key, and the
-# agent outlives it. The service keeps its one agent on purpose (it makes every alarm's first
-# signature cheaper: docs/performance.md, "gpg-agent"), but a command a person types must not
-# leave one behind. A command calls watch_agents() first: every home a Gpg is then made for
+# agent outlives it. A job leaves its agent (under systemd it ends with the job's unit; without
+# systemd the next alarm finds it warm: docs/performance.md, "gpg-agent"), but a command a
+# person types must not leave one behind. A command calls watch_agents() first: every home a Gpg is then made for
 # is probed once for a running agent, and stop_watched_agents() stops the agents that were
 # not running then. An agent that was (the service's) is never touched.
 AGENT_STOP_TIMEOUT_S = 5.0
