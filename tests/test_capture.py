@@ -215,7 +215,7 @@ def test_cameras_command_reports_each_camera(short_tmp, run):
     assert lines[2].startswith("garage") and "FAILED" in lines[2]
     keep = short_tmp / "keep"
     res = run("bin/seccam", "cameras", "--keep", keep, config=write_config(short_tmp))
-    assert res.returncode == 0 and (keep / "front.jpg").exists()
+    assert res.returncode == 0 and len(list(keep.glob("front-*.preview.jpg"))) == 1
     res = run("bin/seccam", "cameras", config=write_config(short_tmp, cameras=""))
     assert res.returncode == 78 and "no [[camera]] configured" in res.stdout
 

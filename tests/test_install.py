@@ -668,3 +668,119 @@ def test_dry_run_without_root_warns_that_the_list_may_be_longer():
     assert snapshot(*SYSTEM_PATHS) == before
     assert "not root: some state is unreadable, so the list of changes may be longer" in result.stderr
     assert "install.sh: + " not in result.stdout
+
+
+# -- uninstall leaves nothing empty behind; re-runs; the GPIO pin library -------------------------------
+KEPT = ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "var/lib/seccam-install")
+
+
+def empty_dirs(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
+
+
+def test_uninstall_leaves_no_empty_directory_it_created(installed):
+    assert (installed / "etc/systemd/system/paths.target.wants").is_dir()
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert [d for d in empty_dirs(installed) if not d.startswith(KEPT)] == []
+    assert sorted(str(p.relative_to(installed)) for p in installed.iterdir()) == ["etc", "var"]
+    ok(install(installed))  # installing again records its directories again
+    ok(install(installed, "--uninstall", "--purge"))
+    assert list(installed.iterdir()) == []  # the staging root is as empty as before the first install
+
+
+def test_uninstall_keeps_directories_that_were_there_before(root):
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants/ssh.service").symlink_to("/lib/systemd/system/ssh.service")
+    ok(install(root))
+    ok(install(root, "--uninstall", "--purge"))
+    assert (root / "usr/local/bin").is_dir()
+    assert os.listdir(root / "etc/systemd/system/multi-user.target.wants") == ["ssh.service"]
+    assert not (root / "etc/systemd/system/paths.target.wants").exists()
+
+
+def test_uninstall_of_an_installation_without_the_record_removes_the_empty_wants_directories(installed):
+    record = installed / "var/lib/seccam-install/created-dirs"
+    record.unlink()  # installed by an older install.sh
+    ok(install(installed))
+    assert not record.exists()  # an upgrade creates no directory: nothing to record
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert not (installed / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+def test_an_upgrade_does_not_run_the_demo_again_unless_asked(root):
+    first = ok(install(root))
+    assert "skipped: demo: not run in a staging root" in first.stdout
+    again = ok(install(root))
+    assert "skipped: demo: not run again on an upgrade (ask for it with --demo, or run it any time: " \
+           "sudo seccam demo)" in again.stdout
+    asked = ok(install(root, "--demo"))
+    assert "skipped: demo: not run in a staging root" in asked.stdout
+
+
+def _model(tmp_path, text):
+    path = tmp_path / "model"
+    path.write_bytes(text.encode() + b"\0")
+    return str(path)
+
+
+def _pin_libraries(tmp_path, *modules):
+    """Importable stand-ins for pin libraries this machine cannot have (lgpio is not in Debian)."""
+    lib = tmp_path / "pylib"
+    for module in modules:
+        path = lib / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("raise ImportError('a stand-in: never imported')\n")
+        if "." in module:
+            (path.parent / "__init__.py").write_text("")
+    return str(lib)
+
+
+def test_the_gpio_pin_library_is_checked_on_the_device_not_in_a_staging_root(root):
+    result = ok(install(root))
+    assert "skipped: GPIO: the pin library is checked on the device" in result.stdout
+
+
+def test_install_says_which_pin_library_gpiozero_uses_on_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "lgpio")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use lgpio\n" in result.stdout
+    assert "GPIO" not in result.stderr
+
+
+def test_install_warns_when_no_pin_library_drives_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "RPi.GPIO")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use RPi.GPIO" in result.stdout
+    assert ("install.sh: warning: GPIO: no installed pin library drives this board's GPIO (the RP1 chip; RPi.GPIO "
+            "does not): the poller will not see motion. Install lgpio: sudo apt install python3-lgpio") in result.stderr
+
+
+def test_install_says_so_on_a_machine_without_gpio(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": str(tmp_path / "no-such-model")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: no GPIO here: no device-tree model (not a Raspberry Pi, or a container)" in result.stdout
+
+
+# -- commands are written the same everywhere --------------------------------------------------------
+def _documents():
+    return [REPO / "install.sh", REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "crontab"]
+
+
+def test_commands_are_written_the_same_in_install_messages_readme_and_docs():
+    from seccam import cli
+    subcommands = set(cli._command_names())
+    for doc in _documents():
+        text = doc.read_text()
+        # The service's own commands run under sudo: they switch to the service user themselves.
+        assert not re.search(r"sudo -u \S+ (seccam|/opt/seccam/)", text), doc
+        for match in re.finditer(r"\bsudo seccam ([a-z-]+)", text):
+            assert match.group(1).replace("-", "_") in subcommands, f"{doc}: {match.group(0)}"

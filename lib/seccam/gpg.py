@@ -208,6 +208,7 @@ class Gpg:
             raise ConfigError("python-gnupg is not installed (Debian package python3-gnupg)") from None
         self.home = home
         self._gnupg = gnupg
+        _note_agent(home)
         try:
             self._gpg = gnupg.GPG(gnupghome=str(home))
         except (OSError, ValueError) as exc:
@@ -405,3 +406,92 @@ class Gpg:
                     signer = fields[-1]
                     signed_at = _sig_time(fields[2]) if len(fields) > 2 else None
         return Decrypted(bytes(result.data), signer, signed_at)
+
+
+# -- gpg-agent's lifetime ---------------------------------------------------------------------
+# gpg starts a gpg-agent by itself on the first operation that needs a secret key, and the
+# agent outlives it. A job leaves its agent (under systemd it ends with the job's unit; without
+# systemd the next alarm finds it warm: docs/performance.md, "gpg-agent"), but a command a
+# person types must not leave one behind. A command calls watch_agents() first: every home a Gpg is then made for
+# is probed once for a running agent, and stop_watched_agents() stops the agents that were
+# not running then. An agent that was (the service's) is never touched.
+AGENT_STOP_TIMEOUT_S = 5.0
+_watched = None     # {home: pid of the agent running when first seen, or None}; None: not watching
+
+
+def watch_agents():
+    """Start remembering which homes had an agent before this process used them."""
+    global _watched
+    if _watched is None:
+        _watched = {}
+
+
+def _note_agent(home):
+    if _watched is not None and str(home) not in _watched:
+        _watched[str(home)] = agent_pid(home)
+
+
+def agent_pid(home):
+    """The pid of the gpg-agent serving ``home``, or None when none runs (never starts one)."""
+    import subprocess
+    try:
+        out = subprocess.run(["gpg-connect-agent", "--homedir", str(home), "--no-autostart", "GETINFO pid", "/bye"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("event=agent_probe_failed home=%s error=%r", home, str(exc))
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "D" and fields[1].isdigit():
+            return int(fields[1])
+    return None
+
+
+def stop_agent(home, timeout_s=AGENT_STOP_TIMEOUT_S):
+    """Stop the gpg-agent of ``home``, if one runs, and wait until it is gone; return its pid.
+
+    SIGTERM, not ``gpgconf --kill``: on SIGTERM the agent first finishes the operations it
+    is serving (another process's signature goes through), while ``--kill`` breaks them.
+    """
+    import signal
+    import time
+    pid = agent_pid(home)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except PermissionError as exc:
+        log.warning("event=agent_not_stopped home=%s pid=%d error=%r", home, pid, exc.strerror)
+        return None
+    except ProcessLookupError:  # pragma: no cover - it exited between the probe and the signal
+        return pid
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            log.debug("event=agent_stopped home=%s pid=%d", home, pid)
+            return pid
+        time.sleep(0.01)
+    log.warning("event=agent_not_stopped home=%s pid=%d error='still serving after %g s'", home, pid, timeout_s)
+    return None
+
+
+def _running(pid):
+    """True while ``pid`` exists and is not a zombie (a container's init may be slow to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_watched_agents():
+    """Stop the agents this process started since watch_agents(); stop watching. Return their pids."""
+    global _watched
+    watched, _watched = _watched or {}, None
+    stopped = []
+    for home, before in watched.items():
+        now = agent_pid(home)
+        if now is not None and now != before:
+            if stop_agent(home) is not None:
+                stopped.append(now)
+    return stopped
