@@ -1,5 +1,7 @@
 #!/bin/bash
-# install.sh -- turn a fresh Raspberry Pi OS bookworm (or any Debian 12) into a seccam camera.
+# install.sh -- turn a fresh Raspberry Pi OS or Debian into a seccam camera: trixie (Debian 13,
+# today's Raspberry Pi OS) is the primary target, bookworm (Debian 12) stays supported; on arm64
+# (Pi 3, 4, 5, Zero 2 W with 64-bit Pi OS), armhf (32-bit Pi OS, Pi Zero W) and amd64.
 #
 #   sudo ./install.sh                  install, or upgrade in place (re-running changes nothing)
 #   sudo ./install.sh --dry-run        print every change it would make, make none
@@ -7,7 +9,8 @@
 #   sudo ./install.sh --uninstall --purge   ... and the config, the camera key, the spool and the user
 #   ./install.sh --root DIR            install into a staging root DIR (tests, image builders)
 #
-# Options: --force (try another Debian-based release or architecture), --demo / --no-demo
+# Options: --force (try another Debian-based release or architecture: Ubuntu, Debian testing ...),
+# --demo / --no-demo
 # (run the demo at the end or not; by default it runs when there is no GPIO chip and no
 # camera, e.g. in a container or CI), -h/--help.
 #
@@ -73,6 +76,11 @@ readonly OPTIONAL_PACKAGES=(python3-lgpio)
 readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path)
 readonly GROUPS_NEEDED=(gpio video)
 readonly SUPPORTED_ARCHES=(amd64 arm64 armhf armel)
+# Debian releases (VERSION_ID and VERSION_CODENAME of /etc/os-release), the primary one first.
+# Raspberry Pi OS says ID=debian (64-bit) or ID=raspbian (32-bit) with Debian's numbers. The
+# packages above have the same names in both; what differs at run time (GnuPG 2.4/2.2,
+# python3-gnupg 0.5/0.4, Python 3.13/3.11) is handled in the code, one path per difference.
+readonly SUPPORTED_RELEASES=("13 trixie" "12 bookworm")
 
 # Set once by parse_args / main.
 ROOT=""
@@ -239,7 +247,7 @@ architecture() {
 
 unsupported() {
   printf '%s: error: unsupported system: %s\n' "${PROG}" "$1" >&2
-  printf '%s: seccam installs on Raspberry Pi OS bookworm and Debian 12 (bookworm), on %s.\n' \
+  printf '%s: seccam installs on Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm), on %s.\n' \
     "${PROG}" "${SUPPORTED_ARCHES[*]}" >&2
   if [[ -n "${2:-}" ]]; then
     printf '%s: %s\n' "${PROG}" "$2" >&2
@@ -261,12 +269,17 @@ check_system() {
   arch=$(architecture)
   found="found ${pretty:-an unnamed system} (ID=${id:-?} VERSION_ID=${version:-?}"
   found+=" VERSION_CODENAME=${codename:-?}, from ${file}), architecture ${arch}"
-  local debian_based=0 supported_os=0 supported_arch=0 a
+  local debian_based=0 supported_os=0 supported_arch=0 a release
   if [[ "${id}" == debian || "${id}" == raspbian || " ${like} " == *" debian "* ]]; then
     debian_based=1
   fi
-  if [[ ("${id}" == debian || "${id}" == raspbian) && "${version}" == 12 ]]; then
-    supported_os=1
+  if [[ "${id}" == debian || "${id}" == raspbian ]]; then
+    for release in "${SUPPORTED_RELEASES[@]}"; do
+      # The version number decides; without one (as on testing), so does a matching codename.
+      if [[ "${version}" == "${release% *}" || (-z "${version}" && "${codename}" == "${release#* }") ]]; then
+        supported_os=1
+      fi
+    done
   fi
   for a in "${SUPPORTED_ARCHES[@]}"; do
     if [[ "${arch}" == "${a}" ]]; then
@@ -462,7 +475,7 @@ check_python() {
     # shcov: skip-end
   fi
   if ! "${SYSTEM_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not a bookworm system?"  # shcov: skip - as above
+    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not Debian 12 or 13?"  # shcov: skip - as above
   fi
   if [[ -z "${ROOT}" ]] && ! ((DRY_RUN)); then
     ensure "${SYSTEM_PYTHON}" -c 'import gnupg, gpiozero, schedule'  # shcov: skip - a real installation only
@@ -714,7 +727,7 @@ account_configured() {
 ensure_camera_key() {
   if [[ -n "${ROOT}" ]]; then
     SKIPPED+=("camera key: not generated in a staging root (run seccam keys init on the device)")
-    NEXT_STEPS+=("on the device: edit ${CONFIG}, then: sudo -u ${SERVICE_USER} seccam keys init")
+    NEXT_STEPS+=("on the device: edit ${CONFIG}, then: sudo seccam keys init")
     return 0
   fi
   if camera_key_exists; then
@@ -725,16 +738,16 @@ ensure_camera_key() {
   fi
   if ! account_configured; then
     NEXT_STEPS+=("put the camera's mail account into ${CONFIG} ([account], [delivery]; docs/setup.md)")
-    NEXT_STEPS+=("generate the camera key once: sudo -u ${SERVICE_USER} seccam keys init")
+    NEXT_STEPS+=("generate the camera key once: sudo seccam keys init")
     return 0
   fi
   # shcov: skip-begin - as above: needs the real /etc/seccam/seccam.toml with an [account]
   if try_run runuser -u "${SERVICE_USER}" -- "${PREFIX}/bin/seccam" keys init; then
     CHANGES=$((CHANGES + 1))
-    NEXT_STEPS+=("back up the camera key: sudo -u ${SERVICE_USER} seccam keys export-secret --output FILE")
+    NEXT_STEPS+=("back up the camera key: sudo seccam keys export-secret --output FILE")
   else
     warn "the camera key was not generated (see the error above); fix ${CONFIG}, then run:"
-    warn "  sudo -u ${SERVICE_USER} seccam keys init"
+    warn "  sudo seccam keys init"
   fi
   # Do not leave the key generation's gpg-agent running.
   runuser -u "${SERVICE_USER}" -- gpgconf --homedir "${GNUPG_HOME}" --kill gpg-agent >/dev/null 2>&1 || true
@@ -758,7 +771,7 @@ run_demo() {
         why="a dry run"
       # shcov: skip-begin - a real installation only (the tests use --root or --dry-run: the branches above)
       elif has_hardware; then
-        NOTES+=("GPIO or camera found: no demo; run it any time with: sudo -u ${SERVICE_USER} seccam demo")
+        NOTES+=("GPIO or camera found: no demo; run it any time with: sudo seccam demo")
         return 0
         # shcov: skip-end
       fi
@@ -889,7 +902,7 @@ summary() {
       say "  ${n}. ${line}"
       n=$((n + 1))
     done
-    say "  then: sudo seccam status   (and a test alarm: sudo -u ${SERVICE_USER} seccam trigger)"
+    say "  then: sudo seccam status   (and a test alarm: sudo seccam trigger)"
   fi
 }
 
