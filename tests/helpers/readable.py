@@ -26,7 +26,8 @@ from .coverage_env import REPO
 MARKER = ".seccam-copy-of"
 COPY_PREFIX = "sc-repo-"
 # What a process started from the copy may need: the code and its data, and the bash hook.
-_WHAT = ("install.sh", "crontab", "README.md", "bin", "jobs", "lib", "docs", "tests/shcov-env.bash")
+_WHAT = ("install.sh", "crontab", "README.md", "bin", "jobs", "lib", "docs", "tests/shcov-env.bash",
+         "tests/distro")
 _copy = None
 
 
