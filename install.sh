@@ -531,13 +531,15 @@ code_files() {
   )
 }
 
-# True when some module under /opt/seccam/lib has no byte-compiled file.
+# True when some module under /opt/seccam/lib has no byte-compiled file for this system's
+# python3 (after an upgrade from bookworm to trixie, only Python 3.11's files are there).
 pyc_missing() {
-  local py dir name
+  local py dir name tag
+  tag=$("${SYSTEM_PYTHON}" -c 'import sys; print(sys.implementation.cache_tag)')  # check_python ran it
   while IFS= read -r -d '' py; do
     dir=${py%/*}
     name=${py##*/}
-    if ! compgen -G "${dir}/__pycache__/${name%.py}.*.pyc" >/dev/null; then
+    if [[ ! -f "${dir}/__pycache__/${name%.py}.${tag}.pyc" ]]; then
       return 0
     fi
   done < <(find "$(target "${PREFIX}")/lib" -name '*.py' -print0 2>/dev/null)

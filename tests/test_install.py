@@ -309,6 +309,17 @@ def test_rerun_repairs_modes_removes_stale_code_and_recompiles(installed):
     assert changes(ok(install(installed))) == []
 
 
+def test_rerun_after_a_python_upgrade_byte_compiles_for_the_new_python(installed):
+    """bookworm -> trixie: the .pyc files of the old Python (3.11) do not count for the new one."""
+    tag = sys.implementation.cache_tag
+    cache = installed / "opt/seccam/lib/seccam/__pycache__"
+    for pyc in cache.glob(f"*.{tag}.pyc"):
+        pyc.rename(pyc.with_name(pyc.name.replace(tag, "cpython-39")))  # as if made by another Python
+    result = ok(install(installed))
+    assert any("compileall" in line for line in changes(result))
+    assert list(cache.glob(f"errors.{tag}.pyc"))
+
+
 def test_rerun_byte_compiles_modules_whose_pyc_files_are_gone(installed):
     shutil.rmtree(installed / "opt/seccam/lib/seccam/commands/__pycache__")
     result = ok(install(installed))
