@@ -534,9 +534,11 @@ code_files() {
 # True when some module under /opt/seccam/lib has no byte-compiled file for this system's
 # python3 (after an upgrade from bookworm to trixie, only Python 3.11's files are there).
 pyc_missing() {
-  local py dir name tag
-  tag=$("${SYSTEM_PYTHON}" -c 'import sys; print(sys.implementation.cache_tag)')  # check_python ran it
+  local py dir name tag=""
   while IFS= read -r -d '' py; do
+    if [[ -z "${tag}" ]]; then  # only once there is code: a dry run on a bare system has no python3 yet
+      tag=$("${SYSTEM_PYTHON}" -c 'import sys; print(sys.implementation.cache_tag)')
+    fi
     dir=${py%/*}
     name=${py##*/}
     if [[ ! -f "${dir}/__pycache__/${name%.py}.${tag}.pyc" ]]; then
