@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 from helpers.gpghome import OwnerKey, gpg, gpghome, short_dir  # noqa: E402,F401
 from seccam import errors, mime  # noqa: E402
-from seccam.gpg import Gpg, GpgError, check_fingerprint  # noqa: E402
+from seccam.gpg import Gpg, GpgError, _dearmor, _tail, check_fingerprint  # noqa: E402
 
 CAM = "cam@example.org"
 
@@ -186,7 +186,7 @@ def test_encrypt_sign_makes_only_pkesk_and_seipd_packets(camera, owner, to_owner
         assert [t.split(":")[1] for t in tops[:len(recipients) + 1]] == ["pubkey enc packet"] * len(recipients) + [
             "encrypted data packet"]  # PKESK per recipient, then SEIPD (tag 18)
         assert "aead" not in out.lower() and "tag=20" not in out
-        binary = data if not armor else __import__("seccam.gpg", fromlist=["_dearmor"])._dearmor(data)
+        binary = _dearmor(data) if armor else data
         assert [(tag, body[0]) for tag, body in mime.packets(binary)] == [(1, 3)] * len(recipients) + [(18, 1)]
 
 
@@ -288,8 +288,6 @@ def test_decrypt_with_strangers_key_fails(camera, short_dir):
 
 
 def test_failure_statuses_stay_in_the_message_however_much_prose_gpg_prints():
-    from seccam.gpg import _tail
-
     class Result:
         stderr = "\n".join(["[GNUPG:] ENC_TO 0123 18 0", "[GNUPG:] NO_SECKEY 0123"]
                             + [f"gpg: chatter {n}" for n in range(10)] + ["[GNUPG:] DECRYPTION_FAILED"])
