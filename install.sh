@@ -1,5 +1,7 @@
 #!/bin/bash
-# install.sh -- turn a fresh Raspberry Pi OS bookworm (or any Debian 12) into a seccam camera.
+# install.sh -- turn a fresh Raspberry Pi OS or Debian into a seccam camera: trixie (Debian 13,
+# today's Raspberry Pi OS) is the primary target, bookworm (Debian 12) stays supported; on arm64
+# (Pi 3, 4, 5, Zero 2 W with 64-bit Pi OS), armhf (32-bit Pi OS, Pi Zero W) and amd64.
 #
 #   sudo ./install.sh                  install, or upgrade in place (re-running changes nothing)
 #   sudo ./install.sh --dry-run        print every change it would make, make none
@@ -8,9 +10,10 @@
 #   sudo ./install.sh --uninstall --purge   ... and the config, the camera key, the spool and the user
 #   ./install.sh --root DIR            install into a staging root DIR (tests, image builders)
 #
-# Options: --force (try another Debian-based release or architecture), --demo / --no-demo
-# (run the demo at the end or not; by default it runs on a first installation when there is
-# no GPIO chip and no camera, e.g. in a container or CI, and not again on an upgrade), -h/--help.
+# Options: --force (try another Debian-based release or architecture: Ubuntu, Debian testing ...),
+# --demo / --no-demo (run the demo at the end or not; by default it runs on a first installation
+# when there is no GPIO chip and no camera, e.g. in a container or CI, and not again on an
+# upgrade), -h/--help.
 #
 # What it does, each step only when it is not done yet (docs/operations.md has the details):
 #   1. Debian packages from the distribution (apt; no pip): PACKAGES below, python3-lgpio where
@@ -83,6 +86,11 @@ readonly OPTIONAL_PACKAGES=(python3-lgpio)
 readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path)
 readonly GROUPS_NEEDED=(gpio video)
 readonly SUPPORTED_ARCHES=(amd64 arm64 armhf armel)
+# Debian releases (VERSION_ID and VERSION_CODENAME of /etc/os-release), the primary one first.
+# Raspberry Pi OS says ID=debian (64-bit) or ID=raspbian (32-bit) with Debian's numbers. The
+# packages above have the same names in both; what differs at run time (GnuPG 2.4/2.2,
+# python3-gnupg 0.5/0.4, Python 3.13/3.11) is handled in the code, one path per difference.
+readonly SUPPORTED_RELEASES=("13 trixie" "12 bookworm")
 
 # Set once by parse_args / main.
 ROOT=""
@@ -251,7 +259,7 @@ architecture() {
 
 unsupported() {
   printf '%s: error: unsupported system: %s\n' "${PROG}" "$1" >&2
-  printf '%s: seccam installs on Raspberry Pi OS bookworm and Debian 12 (bookworm), on %s.\n' \
+  printf '%s: seccam installs on Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm), on %s.\n' \
     "${PROG}" "${SUPPORTED_ARCHES[*]}" >&2
   if [[ -n "${2:-}" ]]; then
     printf '%s: %s\n' "${PROG}" "$2" >&2
@@ -273,12 +281,17 @@ check_system() {
   arch=$(architecture)
   found="found ${pretty:-an unnamed system} (ID=${id:-?} VERSION_ID=${version:-?}"
   found+=" VERSION_CODENAME=${codename:-?}, from ${file}), architecture ${arch}"
-  local debian_based=0 supported_os=0 supported_arch=0 a
+  local debian_based=0 supported_os=0 supported_arch=0 a release
   if [[ "${id}" == debian || "${id}" == raspbian || " ${like} " == *" debian "* ]]; then
     debian_based=1
   fi
-  if [[ ("${id}" == debian || "${id}" == raspbian) && "${version}" == 12 ]]; then
-    supported_os=1
+  if [[ "${id}" == debian || "${id}" == raspbian ]]; then
+    for release in "${SUPPORTED_RELEASES[@]}"; do
+      # The version number decides; without one (as on testing), so does a matching codename.
+      if [[ "${version}" == "${release% *}" || (-z "${version}" && "${codename}" == "${release#* }") ]]; then
+        supported_os=1
+      fi
+    done
   fi
   for a in "${SUPPORTED_ARCHES[@]}"; do
     if [[ "${arch}" == "${a}" ]]; then
@@ -494,7 +507,7 @@ check_python() {
     # shcov: skip-end
   fi
   if ! "${SYSTEM_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not a bookworm system?"  # shcov: skip - as above
+    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not Debian 12 or 13?"  # shcov: skip - as above
   fi
   if [[ -z "${ROOT}" ]] && ! ((DRY_RUN)); then
     ensure "${SYSTEM_PYTHON}" -c 'import gnupg, gpiozero, schedule'  # shcov: skip - a real installation only
@@ -606,13 +619,17 @@ code_files() {
   )
 }
 
-# True when some module under /opt/seccam/lib has no byte-compiled file.
+# True when some module under /opt/seccam/lib has no byte-compiled file for this system's
+# python3 (after an upgrade from bookworm to trixie, only Python 3.11's files are there).
 pyc_missing() {
-  local py dir name
+  local py dir name tag=""
   while IFS= read -r -d '' py; do
+    if [[ -z "${tag}" ]]; then  # only once there is code: a dry run on a bare system has no python3 yet
+      tag=$("${SYSTEM_PYTHON}" -c 'import sys; print(sys.implementation.cache_tag)')
+    fi
     dir=${py%/*}
     name=${py##*/}
-    if ! compgen -G "${dir}/__pycache__/${name%.py}.*.pyc" >/dev/null; then
+    if [[ ! -f "${dir}/__pycache__/${name%.py}.${tag}.pyc" ]]; then
       return 0
     fi
   done < <(find "$(target "${PREFIX}")/lib" -name '*.py' -print0 2>/dev/null)

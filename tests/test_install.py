@@ -310,6 +310,17 @@ def test_rerun_repairs_modes_removes_stale_code_and_recompiles(installed):
     assert changes(ok(install(installed))) == []
 
 
+def test_rerun_after_a_python_upgrade_byte_compiles_for_the_new_python(installed):
+    """bookworm -> trixie: the .pyc files of the old Python (3.11) do not count for the new one."""
+    tag = sys.implementation.cache_tag
+    cache = installed / "opt/seccam/lib/seccam/__pycache__"
+    for pyc in cache.glob(f"*.{tag}.pyc"):
+        pyc.rename(pyc.with_name(pyc.name.replace(tag, "cpython-39")))  # as if made by another Python
+    result = ok(install(installed))
+    assert any("compileall" in line for line in changes(result))
+    assert list(cache.glob(f"errors.{tag}.pyc"))
+
+
 def test_rerun_byte_compiles_modules_whose_pyc_files_are_gone(installed):
     shutil.rmtree(installed / "opt/seccam/lib/seccam/commands/__pycache__")
     result = ok(install(installed))
@@ -543,17 +554,29 @@ DEBIAN_11 = 'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_ID="11"\nID=d
 FEDORA = 'NAME="Fedora Linux"\nVERSION_ID=40\nID=fedora\nPRETTY_NAME="Fedora Linux 40 (Workstation Edition)"\n'
 RASPBIAN = 'PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="12"\n' \
            'VERSION_CODENAME=bookworm\nID=raspbian\nID_LIKE=debian\n'
+# Debian 13 as debootstrap and the Debian installer leave it; 64-bit Raspberry Pi OS trixie says the
+# same (ID=debian); 32-bit Raspberry Pi OS trixie (Pi Zero W) says ID=raspbian.
+DEBIAN_13 = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n' \
+            'VERSION="13 (trixie)"\nVERSION_CODENAME=trixie\nDEBIAN_VERSION_FULL=13.2\nID=debian\n'
+RASPBIAN_13 = 'PRETTY_NAME="Raspbian GNU/Linux 13 (trixie)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="13"\n' \
+              'VERSION_CODENAME=trixie\nID=raspbian\nID_LIKE=debian\n'
+DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n' \
+            'VERSION_CODENAME=bookworm\nID=debian\n'
+# Debian testing has no VERSION_ID; before its release trixie looked like this.
+TRIXIE_PRERELEASE = 'PRETTY_NAME="Debian GNU/Linux trixie/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=trixie\nID=debian\n'
+FORKY = 'PRETTY_NAME="Debian GNU/Linux forky/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=forky\nID=debian\n'
 
 
 @pytest.mark.parametrize("text, found", [
     (UBUNTU, "found Ubuntu 22.04.4 LTS (ID=ubuntu VERSION_ID=22.04 VERSION_CODENAME=jammy"),
     (DEBIAN_11, "found Debian GNU/Linux 11 (bullseye) (ID=debian VERSION_ID=11"),
+    (FORKY, "found Debian GNU/Linux forky/sid (ID=debian VERSION_ID=? VERSION_CODENAME=forky"),
 ])
 def test_other_debian_releases_are_refused_with_what_was_found(root, tmp_path, text, found):
     result = install(root, env=os_release(tmp_path, text))
     assert result.returncode == 69
     assert "unsupported system: " + found in result.stderr
-    assert "Raspberry Pi OS bookworm and Debian 12" in result.stderr
+    assert "Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm)" in result.stderr
     assert "run again with --force" in result.stderr
     assert list(root.iterdir()) == []
 
@@ -575,6 +598,33 @@ def test_raspberry_pi_os_bookworm_is_supported(root, tmp_path):
     result = install(root, env={**os_release(tmp_path, RASPBIAN), "SECCAM_ARCH": "armhf"})
     assert result.returncode == 0, result.stderr
     assert "system: Raspbian GNU/Linux 12 (bookworm) on armhf" in result.stdout
+
+
+@pytest.mark.parametrize("text, arch, said", [
+    (DEBIAN_13, "amd64", "Debian GNU/Linux 13 (trixie) on amd64"),
+    (DEBIAN_13, "arm64", "Debian GNU/Linux 13 (trixie) on arm64"),  # also 64-bit Raspberry Pi OS trixie
+    (RASPBIAN_13, "armhf", "Raspbian GNU/Linux 13 (trixie) on armhf"),
+    (DEBIAN_12, "arm64", "Debian GNU/Linux 12 (bookworm) on arm64"),
+    (TRIXIE_PRERELEASE, "arm64", "Debian GNU/Linux trixie/sid on arm64"),
+], ids=["debian13-amd64", "debian13-arm64", "raspbian13-armhf", "debian12-arm64", "trixie-prerelease"])
+def test_trixie_and_bookworm_are_supported_without_force(root, tmp_path, text, arch, said):
+    result = install(root, env={**os_release(tmp_path, text), "SECCAM_ARCH": arch})
+    assert result.returncode == 0, result.stderr
+    assert f"system: {said}" in result.stdout and "--force" not in result.stderr
+
+
+@pytest.mark.parametrize("text", [DEBIAN_13, DEBIAN_12], ids=["trixie", "bookworm"])
+def test_reruns_upgrades_and_uninstall_work_on_both_releases(root, tmp_path, text):
+    env = {**os_release(tmp_path, text), "SECCAM_ARCH": "arm64"}
+    ok(install(root, env=env))
+    assert changes(ok(install(root, env=env))) == []  # a re-run converges
+    (root / "opt/seccam/lib/seccam/obsolete.py").write_text("# from an older version\n")
+    upgrade = ok(install(root, env=env))  # an upgrade removes what the new version no longer has
+    assert not (root / "opt/seccam/lib/seccam/obsolete.py").exists() and changes(upgrade)
+    ok(install(root, "--uninstall", env=env))
+    assert not (root / "opt/seccam").exists() and (root / "etc/seccam/seccam.toml").is_file()
+    ok(install(root, "--uninstall", "--purge", env=env))
+    assert not (root / "etc/seccam").exists()
 
 
 def test_unknown_architecture_is_refused(root):

@@ -143,12 +143,19 @@ def test_outage_of_a_refused_login_says_to_fix_the_password(config_path):
     spool.write_state("outage", {"since": 1_700_000_000, "since_iso": "2023-11-14T22:13:20+00:00",
                                  "last_attempt": 1_700_000_600, "error": "535 authentication failed",
                                  "auth": True, "attempts": 3, "collapsed_heartbeats": 4})
-    spool.write("outbox.deferred", b"x", name="20261125T191100.000001Z.11.aaaa-alarm.00.front.full.eml")
+    name = "20261125T191100.000001Z.11.aaaa-alarm.00.front.full.eml"
+    spool.write("outbox.deferred", b"x", name=name)
     from seccam.commands.status import render
-    out = render(health.snapshot(cfg, spool, with_keys=False))
+    # The clock is injected: the message's age (and so which branch formats it) never depends on
+    # the day the tests run.
+    now = health.name_time(name) + 2 * 86400 + 3 * 3600 + 59
+    out = render(health.snapshot(cfg, spool, now=now, with_keys=False))
     assert ("OFFLINE since 2023-11-14T22:13:20+00:00 (last error: 535 authentication failed), "
             "1 message waiting") in out
     assert "fix the account password" in out and "4 stale heartbeat(s) dropped" in out
+    assert "messages deferred (will retry), oldest 2d3h" in out
+    for age, said in ((3 * 3600 + 125, "oldest 3h2m"), (125, "oldest 2m5s"), (7, "oldest 7s")):
+        assert said in render(health.snapshot(cfg, spool, now=health.name_time(name) + age, with_keys=False))
 
 
 def test_status_and_heartbeat_show_a_key_change_waiting_for_the_owner(short_tmp, run):
