@@ -24,7 +24,7 @@ from helpers.shell import run_bash
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir())
+OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir() if p.is_file())
 # Paths a real installation touches: the dry run on this system must leave them as they were.
 SYSTEM_PATHS = ["/etc/seccam", "/opt/seccam", "/var/lib/seccam", "/var/spool/seccam", "/etc/cron.d",
                 "/etc/systemd/system", "/usr/local/bin/seccam"]
@@ -75,7 +75,7 @@ def snapshot(*tops):
 
 
 def staged(root):
-    return (root / "var/lib/seccam/install/staged").read_text().splitlines()
+    return (root / "var/lib/seccam-install/staged").read_text().splitlines()
 
 
 def os_release(tmp_path, text):
@@ -146,7 +146,7 @@ def test_root_install_puts_the_conffiles_in_place(installed):
     config = installed / "etc/seccam/seccam.toml"
     assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
     assert config.read_bytes() == (REPO / "docs/example.toml").read_bytes() and mode(config) == 0o640
-    record = installed / "var/lib/seccam/install"
+    record = installed / "var/lib/seccam-install"
     assert (record / "cron.d-seccam.sha256").read_text().strip() == sha(REPO / "crontab")
     assert (record / "seccam.toml.sha256").read_text().strip() == sha(REPO / "docs/example.toml")
 
@@ -239,8 +239,9 @@ def test_second_run_changes_nothing(installed):
 def test_rerun_keeps_the_owners_edits_of_config_and_crontab(installed):
     cron = installed / "etc/cron.d/seccam"
     config = installed / "etc/seccam/seccam.toml"
-    cron.write_text(cron.read_text().replace("0    *  *   *   *    seccam  /opt/seccam/jobs/heartbeat",
-                                             "*/30 *  *   *   *    seccam  /opt/seccam/jobs/heartbeat"))
+    cron.write_text(cron.read_text().replace("0    *  *   *   *    root  /opt/seccam/bin/seccam-job heartbeat",
+                                             "*/30 *  *   *   *    root  /opt/seccam/bin/seccam-job heartbeat"))
+    assert "*/30 *" in cron.read_text()
     config.write_text(config.read_text() + '\n[delivery]\nrecipients = ["me@example.org"]\n')
     edited = {cron: cron.read_bytes(), config: config.read_bytes()}
     result = ok(install(installed))
@@ -253,7 +254,7 @@ def test_rerun_keeps_the_owners_edits_of_config_and_crontab(installed):
 
 def test_edited_conffile_is_kept_and_new_default_written_beside_it(installed):
     cron = installed / "etc/cron.d/seccam"
-    record = installed / "var/lib/seccam/install/cron.d-seccam.sha256"
+    record = installed / "var/lib/seccam-install/cron.d-seccam.sha256"
     cron.write_text(cron.read_text() + "# my note\n")
     mine = cron.read_bytes()
     # As if the previous installation had shipped another default than this one.
@@ -290,7 +291,7 @@ def test_unchanged_old_default_is_replaced_by_the_new_one(installed):
     old = b"# the default of an older seccam\n"
     cron.write_bytes(old)
     cron.chmod(0o600)
-    (installed / "var/lib/seccam/install/cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
+    (installed / "var/lib/seccam-install/cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
     result = ok(install(installed))
     assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
     assert not (installed / "etc/cron.d/seccam.dist").exists()
@@ -308,6 +309,17 @@ def test_rerun_repairs_modes_removes_stale_code_and_recompiles(installed):
     assert not stale.exists()
     assert any("compileall" in line for line in changes(result))
     assert changes(ok(install(installed))) == []
+
+
+def test_rerun_after_a_python_upgrade_byte_compiles_for_the_new_python(installed):
+    """bookworm -> trixie: the .pyc files of the old Python (3.11) do not count for the new one."""
+    tag = sys.implementation.cache_tag
+    cache = installed / "opt/seccam/lib/seccam/__pycache__"
+    for pyc in cache.glob(f"*.{tag}.pyc"):
+        pyc.rename(pyc.with_name(pyc.name.replace(tag, "cpython-39")))  # as if made by another Python
+    result = ok(install(installed))
+    assert any("compileall" in line for line in changes(result))
+    assert list(cache.glob(f"errors.{tag}.pyc"))
 
 
 def test_rerun_byte_compiles_modules_whose_pyc_files_are_gone(installed):
@@ -434,7 +446,7 @@ def test_uninstall_removes_code_units_and_cron_but_keeps_config_key_and_spool(in
 def test_purge_removes_config_key_and_spool_too(installed):
     _key_and_spool(installed)
     result = ok(install(installed, "--uninstall", "--purge"))
-    for rel in ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "opt/seccam"):
+    for rel in ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "opt/seccam", "var/lib/seccam-install"):
         assert not (installed / rel).exists(), rel
     assert "a new key is a new chat" in result.stderr
 
@@ -444,6 +456,70 @@ def test_dry_run_uninstall_changes_nothing(installed):
     result = ok(install(installed, "--uninstall", "--purge", "--dry-run"))
     assert snapshot(installed) == before
     assert any(line.endswith(f"rm -rf {installed}/var/lib/seccam") for line in changes(result))
+
+
+# -- what the service user can write, root never follows (issue 10) -------------------------------
+def test_every_service_gets_the_shared_sandbox_drop_in_and_uninstall_removes_it(installed):
+    drop_in = installed / "etc/systemd/system/seccam-.service.d/hardening.conf"
+    assert drop_in.read_bytes() == (REPO / "lib/systemd/system/seccam-.service.d/hardening.conf").read_bytes()
+    assert mode(drop_in) == 0o644
+    assert (installed / "opt/seccam/bin/seccam-job").stat().st_mode & 0o111
+    ok(install(installed, "--uninstall"))
+    assert not drop_in.parent.exists()
+
+
+def test_the_install_records_live_where_only_root_writes(installed):
+    assert (installed / "var/lib/seccam-install/cron.d-seccam.sha256").is_file()
+    assert not (installed / "var/lib/seccam/install").exists()
+    assert ("root:root", "0755") == next((who, want) for line in staged(installed) if line.startswith("owner ")
+                                         for _, who, want, path in [line.split(" ", 3)]
+                                         if path == "/var/lib/seccam-install")
+
+
+def test_an_older_versions_records_are_read_once_and_removed(installed):
+    """Upgrade from a version that kept its records in /var/lib/seccam/install: an unedited old
+    crontab still gets the new default, and the old directory goes."""
+    cron = installed / "etc/cron.d/seccam"
+    old = b"# the default of an older seccam\n"
+    cron.write_bytes(old)
+    shutil.rmtree(installed / "var/lib/seccam-install")
+    legacy = installed / "var/lib/seccam/install"
+    legacy.mkdir()
+    (legacy / "cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
+    result = ok(install(installed))
+    assert cron.read_bytes() == (REPO / "crontab").read_bytes()
+    assert "updated to the new default (you had not changed it)" in result.stdout
+    assert not legacy.exists()
+    assert (installed / "var/lib/seccam-install/cron.d-seccam.sha256").read_text().strip() == sha(REPO / "crontab")
+
+
+def test_a_symlink_planted_for_the_old_records_is_not_followed(installed, tmp_path):
+    cron = installed / "etc/cron.d/seccam"
+    mine = b"# my own crontab\n"
+    cron.write_bytes(mine)
+    shutil.rmtree(installed / "var/lib/seccam-install")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cron.d-seccam.sha256").write_text(hashlib.sha256(mine).hexdigest() + "\n")
+    (installed / "var/lib/seccam/install").symlink_to(elsewhere)
+    result = ok(install(installed))
+    assert cron.read_bytes() == mine  # the planted "record" did not make root overwrite it
+    assert "kept your version" in result.stdout
+    assert not (installed / "var/lib/seccam/install").is_symlink()
+    assert (elsewhere / "cron.d-seccam.sha256").is_file()  # what the link pointed to is untouched
+
+
+def test_a_symlink_planted_as_the_gnupg_home_is_replaced_not_followed(installed, tmp_path):
+    gnupg = installed / "var/lib/seccam/gnupg"
+    shutil.rmtree(gnupg)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    victim.chmod(0o755)
+    gnupg.symlink_to(victim)
+    result = ok(install(installed))
+    assert gnupg.is_dir() and not gnupg.is_symlink() and mode(gnupg) == 0o700
+    assert mode(victim) == 0o755
+    assert "was a symlink" in result.stderr
 
 
 # -- arguments and unsupported systems ---------------------------------------------------------------
@@ -479,17 +555,29 @@ DEBIAN_11 = 'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_ID="11"\nID=d
 FEDORA = 'NAME="Fedora Linux"\nVERSION_ID=40\nID=fedora\nPRETTY_NAME="Fedora Linux 40 (Workstation Edition)"\n'
 RASPBIAN = 'PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="12"\n' \
            'VERSION_CODENAME=bookworm\nID=raspbian\nID_LIKE=debian\n'
+# Debian 13 as debootstrap and the Debian installer leave it; 64-bit Raspberry Pi OS trixie says the
+# same (ID=debian); 32-bit Raspberry Pi OS trixie (Pi Zero W) says ID=raspbian.
+DEBIAN_13 = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n' \
+            'VERSION="13 (trixie)"\nVERSION_CODENAME=trixie\nDEBIAN_VERSION_FULL=13.2\nID=debian\n'
+RASPBIAN_13 = 'PRETTY_NAME="Raspbian GNU/Linux 13 (trixie)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="13"\n' \
+              'VERSION_CODENAME=trixie\nID=raspbian\nID_LIKE=debian\n'
+DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n' \
+            'VERSION_CODENAME=bookworm\nID=debian\n'
+# Debian testing has no VERSION_ID; before its release trixie looked like this.
+TRIXIE_PRERELEASE = 'PRETTY_NAME="Debian GNU/Linux trixie/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=trixie\nID=debian\n'
+FORKY = 'PRETTY_NAME="Debian GNU/Linux forky/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=forky\nID=debian\n'
 
 
 @pytest.mark.parametrize("text, found", [
     (UBUNTU, "found Ubuntu 22.04.4 LTS (ID=ubuntu VERSION_ID=22.04 VERSION_CODENAME=jammy"),
     (DEBIAN_11, "found Debian GNU/Linux 11 (bullseye) (ID=debian VERSION_ID=11"),
+    (FORKY, "found Debian GNU/Linux forky/sid (ID=debian VERSION_ID=? VERSION_CODENAME=forky"),
 ])
 def test_other_debian_releases_are_refused_with_what_was_found(root, tmp_path, text, found):
     result = install(root, env=os_release(tmp_path, text))
     assert result.returncode == 69
     assert "unsupported system: " + found in result.stderr
-    assert "Raspberry Pi OS bookworm and Debian 12" in result.stderr
+    assert "Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm)" in result.stderr
     assert "run again with --force" in result.stderr
     assert list(root.iterdir()) == []
 
@@ -511,6 +599,33 @@ def test_raspberry_pi_os_bookworm_is_supported(root, tmp_path):
     result = install(root, env={**os_release(tmp_path, RASPBIAN), "SECCAM_ARCH": "armhf"})
     assert result.returncode == 0, result.stderr
     assert "system: Raspbian GNU/Linux 12 (bookworm) on armhf" in result.stdout
+
+
+@pytest.mark.parametrize("text, arch, said", [
+    (DEBIAN_13, "amd64", "Debian GNU/Linux 13 (trixie) on amd64"),
+    (DEBIAN_13, "arm64", "Debian GNU/Linux 13 (trixie) on arm64"),  # also 64-bit Raspberry Pi OS trixie
+    (RASPBIAN_13, "armhf", "Raspbian GNU/Linux 13 (trixie) on armhf"),
+    (DEBIAN_12, "arm64", "Debian GNU/Linux 12 (bookworm) on arm64"),
+    (TRIXIE_PRERELEASE, "arm64", "Debian GNU/Linux trixie/sid on arm64"),
+], ids=["debian13-amd64", "debian13-arm64", "raspbian13-armhf", "debian12-arm64", "trixie-prerelease"])
+def test_trixie_and_bookworm_are_supported_without_force(root, tmp_path, text, arch, said):
+    result = install(root, env={**os_release(tmp_path, text), "SECCAM_ARCH": arch})
+    assert result.returncode == 0, result.stderr
+    assert f"system: {said}" in result.stdout and "--force" not in result.stderr
+
+
+@pytest.mark.parametrize("text", [DEBIAN_13, DEBIAN_12], ids=["trixie", "bookworm"])
+def test_reruns_upgrades_and_uninstall_work_on_both_releases(root, tmp_path, text):
+    env = {**os_release(tmp_path, text), "SECCAM_ARCH": "arm64"}
+    ok(install(root, env=env))
+    assert changes(ok(install(root, env=env))) == []  # a re-run converges
+    (root / "opt/seccam/lib/seccam/obsolete.py").write_text("# from an older version\n")
+    upgrade = ok(install(root, env=env))  # an upgrade removes what the new version no longer has
+    assert not (root / "opt/seccam/lib/seccam/obsolete.py").exists() and changes(upgrade)
+    ok(install(root, "--uninstall", env=env))
+    assert not (root / "opt/seccam").exists() and (root / "etc/seccam/seccam.toml").is_file()
+    ok(install(root, "--uninstall", "--purge", env=env))
+    assert not (root / "etc/seccam").exists()
 
 
 def test_unknown_architecture_is_refused(root):
@@ -604,3 +719,119 @@ def test_dry_run_without_root_warns_that_the_list_may_be_longer():
     assert snapshot(*SYSTEM_PATHS) == before
     assert "not root: some state is unreadable, so the list of changes may be longer" in result.stderr
     assert "install.sh: + " not in result.stdout
+
+
+# -- uninstall leaves nothing empty behind; re-runs; the GPIO pin library -------------------------------
+KEPT = ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "var/lib/seccam-install")
+
+
+def empty_dirs(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
+
+
+def test_uninstall_leaves_no_empty_directory_it_created(installed):
+    assert (installed / "etc/systemd/system/paths.target.wants").is_dir()
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert [d for d in empty_dirs(installed) if not d.startswith(KEPT)] == []
+    assert sorted(str(p.relative_to(installed)) for p in installed.iterdir()) == ["etc", "var"]
+    ok(install(installed))  # installing again records its directories again
+    ok(install(installed, "--uninstall", "--purge"))
+    assert list(installed.iterdir()) == []  # the staging root is as empty as before the first install
+
+
+def test_uninstall_keeps_directories_that_were_there_before(root):
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants/ssh.service").symlink_to("/lib/systemd/system/ssh.service")
+    ok(install(root))
+    ok(install(root, "--uninstall", "--purge"))
+    assert (root / "usr/local/bin").is_dir()
+    assert os.listdir(root / "etc/systemd/system/multi-user.target.wants") == ["ssh.service"]
+    assert not (root / "etc/systemd/system/paths.target.wants").exists()
+
+
+def test_uninstall_of_an_installation_without_the_record_removes_the_empty_wants_directories(installed):
+    record = installed / "var/lib/seccam-install/created-dirs"
+    record.unlink()  # installed by an older install.sh
+    ok(install(installed))
+    assert not record.exists()  # an upgrade creates no directory: nothing to record
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert not (installed / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+def test_an_upgrade_does_not_run_the_demo_again_unless_asked(root):
+    first = ok(install(root))
+    assert "skipped: demo: not run in a staging root" in first.stdout
+    again = ok(install(root))
+    assert "skipped: demo: not run again on an upgrade (ask for it with --demo, or run it any time: " \
+           "sudo seccam demo)" in again.stdout
+    asked = ok(install(root, "--demo"))
+    assert "skipped: demo: not run in a staging root" in asked.stdout
+
+
+def _model(tmp_path, text):
+    path = tmp_path / "model"
+    path.write_bytes(text.encode() + b"\0")
+    return str(path)
+
+
+def _pin_libraries(tmp_path, *modules):
+    """Importable stand-ins for pin libraries this machine cannot have (lgpio is not in Debian)."""
+    lib = tmp_path / "pylib"
+    for module in modules:
+        path = lib / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("raise ImportError('a stand-in: never imported')\n")
+        if "." in module:
+            (path.parent / "__init__.py").write_text("")
+    return str(lib)
+
+
+def test_the_gpio_pin_library_is_checked_on_the_device_not_in_a_staging_root(root):
+    result = ok(install(root))
+    assert "skipped: GPIO: the pin library is checked on the device" in result.stdout
+
+
+def test_install_says_which_pin_library_gpiozero_uses_on_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "lgpio")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use lgpio\n" in result.stdout
+    assert "GPIO" not in result.stderr
+
+
+def test_install_warns_when_no_pin_library_drives_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "RPi.GPIO")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use RPi.GPIO" in result.stdout
+    assert ("install.sh: warning: GPIO: no installed pin library drives this board's GPIO (the RP1 chip; RPi.GPIO "
+            "does not): the poller will not see motion. Install lgpio: sudo apt install python3-lgpio") in result.stderr
+
+
+def test_install_says_so_on_a_machine_without_gpio(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": str(tmp_path / "no-such-model")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: no GPIO here: no device-tree model (not a Raspberry Pi, or a container)" in result.stdout
+
+
+# -- commands are written the same everywhere --------------------------------------------------------
+def _documents():
+    return [REPO / "install.sh", REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "crontab"]
+
+
+def test_commands_are_written_the_same_in_install_messages_readme_and_docs():
+    from seccam import cli
+    subcommands = set(cli._command_names())
+    for doc in _documents():
+        text = doc.read_text()
+        # The service's own commands run under sudo: they switch to the service user themselves.
+        assert not re.search(r"sudo -u \S+ (seccam|/opt/seccam/)", text), doc
+        for match in re.finditer(r"\bsudo seccam ([a-z-]+)", text):
+            assert match.group(1).replace("-", "_") in subcommands, f"{doc}: {match.group(0)}"

@@ -100,7 +100,7 @@ class Joiner:
     def read_reply(self, raw):
         """(inner message, signer) of a camera reply, decrypted with the joiner's key."""
         outer = email.message_from_bytes(raw, policy=email.policy.compat32)
-        plain, signer = self.gpg.decrypt_verify(inbox.encrypted_payload(outer))
+        plain, signer, _ = self.gpg.decrypt_verify(inbox.encrypted_payload(outer))
         return email.message_from_bytes(plain, policy=email.policy.compat32), signer
 
 
@@ -246,6 +246,20 @@ def test_vc_request_with_a_wrong_invite_number_is_rejected_and_its_key_not_impor
     _, detail, result = camera.handle(joiner.vc_request("W" * 24))
     assert "outcome=rejected" in detail and "unknown invite number" in detail
     assert FakeSmtp.sent == [] and result.rejected
+    assert not camera.gpg.has_key(joiner.fpr)
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_vc_request_with_two_invite_numbers_is_rejected_whichever_is_right(camera):
+    """Decided by the header alone, on any Python (3.11 and 3.13 parse the message the same)."""
+    joiner = camera.joiner("twice@seccam.test")
+    invite = camera.invite()
+    number = invite["invitenumber"].encode()
+    raw = joiner.vc_request(invite["invitenumber"]).replace(
+        b"Secure-Join-Invitenumber: " + number, b"Secure-Join-Invitenumber: " + number
+        + b"\r\nSecure-Join-Invitenumber: " + number, 1)
+    _, detail, result = camera.handle(raw)
+    assert "outcome=rejected" in detail and "unknown invite number" in detail and result.rejected
     assert not camera.gpg.has_key(joiner.fpr)
     assert_nothing_changed(camera, joiner, invite["id"])
 
@@ -515,7 +529,20 @@ def test_request_with_auth_whose_encrypted_part_names_another_sender_is_rejected
     outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
     inner.replace_header("From", "<mallory@seccam.test>")
     result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
-    assert result.outcome == "rejected" and "different inside the encrypted part" in result.reason
+    assert result.outcome == "rejected" and "different outside" in result.reason
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_request_with_auth_without_a_signed_from_is_rejected_whatever_the_outer_from_says(camera):
+    """Outer headers carry no authority: the joining address must be in the signed part."""
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    inner = parsed(joiner.request_with_auth(camera, invite["auth"], clear_text=True))
+    del inner["From"]
+    outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
+    result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
+    assert result.outcome == "rejected" and "missing inside the encrypted part" in result.reason
     assert_nothing_changed(camera, joiner, invite["id"])
 
 

@@ -4,6 +4,11 @@ Read-only: this module derives everything from the spool's directories and
 stamps (and, for the key store and the open invites, from the state dir) and
 writes nothing, so it is safe to run at any moment, as any user who can read
 the spool. It never reports an invite's secrets (invite number, auth secret).
+
+:func:`blockers` says what keeps alarms from being sent at all (no account,
+no camera key, a recipient without a usable key): ``seccam status`` shows
+it first. Each check is a function in :data:`BLOCKER_CHECKS`; a new one is
+appended there.
 """
 
 import calendar
@@ -13,7 +18,7 @@ import time
 from . import events
 
 QUEUES = ("events.new", "events.active", "sets.ready", "sets.active", "sets.held",
-          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt")
+          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt", "quarantine")
 # The poller refreshes its stamp every liveness_s; this many missed refreshes mean it is down.
 POLLER_GRACE = 3
 # What jobs/inbox sets aside in corrupt/ (seccam.inbox.SET_ASIDE_SUFFIX; not imported: inbox pulls in email).
@@ -35,11 +40,27 @@ def _queue(spool, state, now):
     times = [t for t in (name_time(p.name) for p in items) if t is not None]
     if times:
         info["oldest_age_s"] = round(now - min(times), 1)
-    if state in ("sets.held", "outbox.failed", "corrupt"):
+    if state in ("sets.held", "outbox.failed", "corrupt", "quarantine"):
         info["reasons"] = {p.name: spool.read_reason(p) or "no reason recorded" for p in items[:20]}
     if state == "corrupt":
         info["inbox_mail"] = sum(p.name.endswith(INBOX_SET_ASIDE_SUFFIX) for p in items)
     return info
+
+
+def held_for(spool):
+    """``{address: n}``: alarms held for one recipient who has no usable key (seccam.encrypt's copies)."""
+    import json
+    out = {}
+    for path in spool.items("sets.held"):
+        if "-to" not in path.name:
+            continue
+        try:
+            address = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("for")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(address, str):
+            out[address] = out.get(address, 0) + 1
+    return out
 
 
 def outage(spool, queues):
@@ -147,7 +168,98 @@ def key_problems(config):
         return [{"error": f"cannot read key store: {exc}"}]
 
 
-def snapshot(config, spool, now=None, with_keys=True):
+def key_change_text(change):
+    """One sentence on a pending key (seccam.keys.pending_changes), for status and the heartbeat."""
+    what = ("A key for" if not change.get("pinned") else "A different key for")
+    where = ("offered in a message signed by the current key" if change.get("verified") and change.get("pinned")
+             else "from a completed invite or a person's import" if change.get("verified")
+             else "from unauthenticated mail: anyone could have sent it")
+    return f"{what} {change.get('address')} waits for you: {change.get('fingerprint')}, {where}."
+
+
+# -- what blocks alarms -------------------------------------------------------------------------
+class Facts:
+    """What the blocker checks share: the configuration, the spool, and one Gpg made on first use."""
+
+    def __init__(self, config, spool):
+        self.config = config
+        self.spool = spool
+        self._gpg = None
+
+    @property
+    def gpg(self):
+        if self._gpg is None:
+            from .gpg import Gpg, home_for
+            self._gpg = Gpg(home_for(self.config.state_dir))
+        return self._gpg
+
+
+def blocker(kind, message, fix):
+    """One thing that keeps alarms from being sent: ``kind`` (stable, for scripts), what is
+    wrong and what to do, each in words."""
+    return {"kind": kind, "message": message, "fix": fix}
+
+
+def _no_account(facts):
+    if facts.config.account is None:
+        return [blocker("no-account", f"no [account] in {facts.config.path}: the camera has no mail account to "
+                        "send from", "add [account] (docs/setup.md, docs/configuration.md)")]
+    return []
+
+
+def _no_recipients(facts):
+    from . import keys
+    if not keys.recipients(facts.config):
+        return [blocker("no-recipients", "nobody receives the alarms",
+                        "add [delivery] recipients = [\"you@example.org\"] to the configuration")]
+    return []
+
+
+def _no_camera_key(facts):
+    if facts.gpg.camera_key() is None:
+        return [blocker("no-camera-key", "the camera has no key: it cannot sign or encrypt",
+                        "sudo seccam keys init  (or put a backup back: sudo seccam keys restore FILE)")]
+    return []
+
+
+def _recipients_without_key(facts):
+    from . import keys
+    store = keys.open_store(facts.config, facts.gpg)
+    recipients = keys.recipients(facts.config)
+    missing = store.missing(recipients)
+    # seccam.encrypt holds every alarm when nobody has a key, else only the copies for those without one.
+    held = "every alarm is held until one of them has a key" if len(missing) == len(recipients) else \
+        "its alarms are held until it has one (the others get theirs)"
+    out = []
+    for address in missing:
+        record = store.record(address)
+        why = "its key is expired, revoked or not usable" if record and record.get("fingerprint") else \
+            "no key for it on the camera"
+        out.append(blocker("recipient-without-key", f"{address}: {why}; {held}",
+                           "sudo seccam invite (scan it in Delta Chat), or: sudo seccam keys import FILE"))
+    return out
+
+
+# (what it checks, check) in the order seccam status shows them; a check takes Facts and
+# returns a list of blocker() dicts.
+BLOCKER_CHECKS = [("the account", _no_account), ("the recipients", _no_recipients),
+                  ("the camera key", _no_camera_key), ("the recipients' keys", _recipients_without_key)]
+
+
+def blockers(config, spool):
+    """What keeps alarms from being sent, from every check in BLOCKER_CHECKS (a check that
+    fails says so as a blocker of its own: status must show what it can)."""
+    facts = Facts(config, spool)
+    out = []
+    for what, check in BLOCKER_CHECKS:
+        try:
+            out.extend(check(facts))
+        except Exception as exc:  # status must show what it can, whatever a check does
+            out.append(blocker("check-failed", f"cannot check {what}: {exc}", "see the error; then sudo seccam status"))
+    return out
+
+
+def snapshot(config, spool, now=None, with_keys=True, with_blockers=False):
     now = time.time() if now is None else now
     motion = last_motion(spool)
     cams = spool.read_state("cameras") or {}
@@ -167,10 +279,13 @@ def snapshot(config, spool, now=None, with_keys=True):
         "pruned": _pruned(spool),
         "outage": outage(spool, queues),
         "incident": incidents(config, spool, now),
+        "held_for": held_for(spool),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
         snap["invites"] = open_invites(config, now)
+    if with_blockers:
+        snap["blockers"] = blockers(config, spool)
     return snap
 
 
@@ -208,9 +323,12 @@ def summary_text(snap, since_count=None, results=None, since=None):
     q = snap["queues"]
     waiting = sum(q[s]["count"] for s in WAITING)
     lines.append(f"Messages waiting to be sent: {waiting}.")
-    for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside")):
+    for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside"),
+                         ("quarantine", "mail the camera could not use, kept for you")):
         if q[state]["count"]:
             lines.append(f"{label.capitalize()}: {q[state]['count']} (see seccam status).")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        lines.append(f"No usable key for {address}: {count} alarm(s) wait for it (the others got theirs).")
     pruned = snap.get("pruned") or {}
     if pruned.get("count"):
         lines.append(f"Pruned to stay within the spool budget: {pruned['count']} item(s), "
@@ -219,8 +337,8 @@ def summary_text(snap, since_count=None, results=None, since=None):
         if "error" in change:
             lines.append(f"Key store: {change['error']}.")
         else:
-            lines.append(f"Key change waiting for {change.get('address')}: new key {change.get('fingerprint')} "
-                         f"(accept on the camera with: seccam keys accept ADDRESS FINGERPRINT).")
+            lines.append(f"{key_change_text(change)} Compare the fingerprint with {change.get('address')}'s own, "
+                         "then accept on the camera: seccam keys accept ADDRESS FINGERPRINT.")
     d = snap["disk"]
     if d:
         lines.append(f"Free disk: {_bytes(d['free_bytes'])} ({d['free_percent']:g} %).")

@@ -759,7 +759,7 @@ def work(config, args):
     from .spool import Spool
     try:
         os.nice(10)  # drawing sheets must never slow down a new alarm's capture and encryption
-    except OSError:  # pragma: no cover - lowering one's own priority is always allowed
+    except OSError:  # pragma: no cover - the unit's system call filter forbids it; its Nice=10 did it already
         pass
     spool = Spool(config.spool_dir)
     try:

@@ -48,6 +48,7 @@ STATES = {
     "incidents.closing": "incidents/closing",  # incidents whose gap has passed, waiting for their summary
     "incidents.closed": "incidents/closed",    # summarised; their captures kept events_keep_days
     "corrupt": "corrupt",                # set aside for a human, with a reason
+    "quarantine": "quarantine",          # inbound mail the inbox could not use; capped, pruned oldest first
     "state": "state",                    # small status stamps, each with one writer
     "locks": "locks",                    # flock files, one per job kind
 }

@@ -19,12 +19,14 @@ the records seccam.invites; this module only talks to the person.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 
 HELP = "invite a Delta Chat user: print a QR code / link to scan (list, show, revoke invites)"
+USES_GPG = True
 
 DEFAULT_WAIT_S = 300
 POLL_INTERVAL_S = 1.0
@@ -69,6 +71,13 @@ def add_arguments(parser):
     _common(p)
 
 
+def open_files(args, config, files):
+    """--png FILE is created with the invoking user's rights (seccam.privilege), 0600: the
+    picture holds the invite's secrets."""
+    if getattr(args, "png", None):
+        args.png_file = files.create(args.png, 0o600)
+
+
 def run(args, config):
     command = getattr(args, "invite_command", None)
     handler = {None: _create, "list": _list, "show": _show, "revoke": _revoke}[command]
@@ -82,7 +91,8 @@ def _store(config):
 
 # -- QR code -------------------------------------------------------------------------
 def render_qr(link, png=None, terminal=True, out=None):
-    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG."""
+    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG
+    (``png``: a path, or a file opened for writing in binary mode)."""
     from ..errors import DataError
     out = out or sys.stdout
     qrencode = shutil.which("qrencode")
@@ -99,10 +109,30 @@ def render_qr(link, png=None, terminal=True, out=None):
         else:
             print(f"(qrencode failed: {done.stderr.strip()[:200]})", file=out)
     if png:
-        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", str(png), link],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-", link],
+                              capture_output=True, timeout=30)
         if done.returncode != 0:
-            raise DataError(f"qrencode could not write {png}: {done.stderr.strip()[:200]}")
+            name = png.name if hasattr(png, "write") else png
+            raise DataError(f"qrencode could not make {name}: {done.stderr.decode(errors='replace').strip()[:200]}")
+        if hasattr(png, "write"):
+            png.write(done.stdout)  # opened (0600, the person's) by open_files before the switch
+        else:
+            _write_private(png, done.stdout)
+
+
+def _write_private(path, data):
+    """Write ``data`` readable by its owner only: the picture holds both Secure-Join secrets."""
+    from ..durable import write_all
+    from ..errors import DataError
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _present(record, args):
@@ -111,7 +141,8 @@ def _present(record, args):
     if not args.no_qr:
         render_qr(url, png=None)
     if args.png:
-        render_qr(url, png=args.png, terminal=False)
+        with args.png_file:
+            render_qr(url, png=args.png_file, terminal=False)
     print(url)
     print(f"In Delta Chat: \"Scan QR code\" (or open the link on the phone). Invite {record['id']}: "
           f"{_uses_text(record)}, valid until {record['expires']}.")

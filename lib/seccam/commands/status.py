@@ -1,7 +1,14 @@
-"""``seccam status``: what a person inspecting the spool wants to know."""
+"""``seccam status``: what a person inspecting the spool wants to know.
 
-HELP = ("show queues, last motion and capture, the current incident, camera and poller health, outage, "
-        "open invites, free disk")
+It leads with what keeps alarms from being sent at all (seccam.health.blockers:
+no account, no camera key, a recipient without a usable key), then the rest.
+``--json`` has the same under ``"blockers"`` (``[]`` when alarms can be sent).
+"""
+
+HELP = ("what blocks alarms, then the current incident, queues, last motion and capture, cameras, poller, "
+        "outage, invites, free disk")
+USES_GPG = True
+
 
 _LABELS = {
     "events.new": "motion events waiting for capture",
@@ -14,6 +21,7 @@ _LABELS = {
     "outbox.deferred": "messages deferred (will retry)",
     "outbox.failed": "messages failed (need you)",
     "corrupt": "items set aside (need you)",
+    "quarantine": "inbound mail the camera could not use (capped, oldest dropped first)",
 }
 
 
@@ -88,8 +96,21 @@ def _invite_lines(invites):
     return lines
 
 
+def _blocker_lines(blockers):
+    if blockers is None:
+        return []
+    if not blockers:
+        return ["ready       alarms can be sent: account, camera key and a usable key for every recipient"]
+    lines = [f"BLOCKED     no alarm can be sent until {'this is' if len(blockers) == 1 else 'these are'} fixed:"]
+    for b in blockers:
+        lines.append(f"  - {b['message']}")
+        lines.append(f"      fix: {b['fix']}")
+    return lines
+
+
 def render(snap):
-    out = [f"spool {snap['spool']}"]
+    out = _blocker_lines(snap.get("blockers"))
+    out.append(f"spool {snap['spool']}")
     out.extend(_outage_lines(snap.get("outage")))
     p = snap["poller"]
     if p["alive"]:
@@ -116,12 +137,16 @@ def render(snap):
         out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{inbox}{age}")
         for item, reason in (info.get("reasons") or {}).items():
             out.append(f"      {item}: {reason}")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        out.append(f"NO KEY for {address}: {count} alarm(s) held for them alone (the others got theirs); "
+                   "seccam invite, or seccam keys import FILE")
     for change in snap.get("key_changes") or []:
         if "error" in change:
             out.append(f"keys: {change['error']}")
         else:
-            out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
-                       f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
+            from ..health import key_change_text
+            out.append(f"KEY: {key_change_text(change)} Compare it with the fingerprint {change.get('address')}'s "
+                       f"Delta Chat shows, then: seccam keys accept {change.get('address')} "
                        f"{change.get('fingerprint')}")
     out.extend(_invite_lines(snap.get("invites")))
     pruned = snap.get("pruned") or {}
@@ -141,6 +166,6 @@ def run(args, config):
     from ..health import snapshot
     from ..spool import Spool
 
-    snap = snapshot(config, Spool(config.spool_dir))
+    snap = snapshot(config, Spool(config.spool_dir), with_blockers=True)
     print(json.dumps(snap, indent=1, sort_keys=True) if args.json else render(snap))
     return 0
