@@ -25,6 +25,14 @@ incidents_over() {  # cron's way to end incidents; true once none is open or wai
   [[ -z "$(find /var/spool/seccam/incidents/open /var/spool/seccam/incidents/closing -mindepth 1 -maxdepth 1)" ]]
 }
 
+wait_incidents_over() {  # wait_incidents_over SECONDS: like cron, not every 0.5 s: systemd refuses
+  local until=$((SECONDS + $1))  # a unit's sixth start within 10 s (StartLimitBurst)
+  until incidents_over; do
+    if ((SECONDS >= until)); then return 1; fi
+    sleep 4
+  done
+}
+
 unit_result() {  # what systemd recorded of UNIT's runs since boot (its journal: a finished oneshot
   # unit nobody references is unloaded, and `systemctl show` forgets it)
   local unit=$1 log
@@ -102,11 +110,11 @@ TOML
   # Then two triggers at once are a new incident: its first alarm, and the second capture kept,
   # not sent. Ending that one draws its contact sheet with python3-pil in the incident unit's
   # sandbox (no network, no devices). 3 + 1 + 2 + 1 = 7 messages.
-  if wait_for 90 incidents_over; then result first_incident_over yes; else result first_incident_over no; fi
+  if wait_incidents_over 90; then result first_incident_over yes; else result first_incident_over no; fi
   seccam trigger -q
   seccam trigger -q
   wait_for 90 sent 6
-  if wait_for 90 incidents_over; then result incidents_over yes; else result incidents_over no; fi
+  if wait_incidents_over 90; then result incidents_over yes; else result incidents_over no; fi
   wait_for 90 sent 7
   result messages_after_incidents "$(find "${SINK}" -name '*.eml' | wc -l)"
   result incidents_closed "$(find /var/spool/seccam/incidents/closed -mindepth 1 -maxdepth 1 | wc -l)"
