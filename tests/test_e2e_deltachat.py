@@ -223,6 +223,8 @@ def test_an_incident_arrives_as_first_alarm_an_update_and_the_closing_sheets_wit
     assert got[4].text.startswith("Motion continues at Front door: 2 events since ")
     assert got[5].text.startswith("Motion ended at Front door.") and "Sheet 1 of 2: front, 1 capture" in got[5].text
     assert got[6].text.startswith("Sheet 2 of 2: yard, 1 capture")
+
+
 def test_a_replayed_owner_message_with_a_forged_autocrypt_key_does_not_redirect_the_next_alarm(
         short_tmp, mailserver, dc_owner, run):
     """Issue 10, hole 1a, end to end: the owner types into the camera chat; the camera's mail
@@ -234,6 +236,8 @@ def test_a_replayed_owner_message_with_a_forged_autocrypt_key_does_not_redirect_
     from seccam.gpg import Gpg
     from helpers.sendkit import kill_agent, short_dir
     cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
+    # Two test alarms a minute apart must both be alarms: no incident joins them.
+    cfg.write_text(cfg.read_text() + "\n[incident]\ngap_s = 0\n")
     run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
     run_ok(run, "jobs/capture", config=cfg)
     run_ok(run, "jobs/send", config=cfg)

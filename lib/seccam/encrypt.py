@@ -98,7 +98,6 @@ COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one
 _COPY_PREFIX = ".held-for-"
 
 
-
 @dataclasses.dataclass
 class Result:
     sets: int = 0          # sets fully turned into messages and removed
