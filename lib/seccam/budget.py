@@ -38,10 +38,19 @@ DEFAULT_MIN_FREE_BYTES = 64 * MB
 JPEG_SHARE = 0.3
 
 
+# A camera module whose size is decided on the Pi (resolution not set) is counted at the
+# largest sensor seccam knows at full resolution (64 MP would be larger, but none is supported).
+LARGEST_SENSOR = (4656, 3496)
+
+
 def room_for(cameras):
     """Bytes a capture of ``cameras`` may write (full image + preview each)."""
-    return int(sum(JPEG_SHARE * 3 * (c.resolution[0] * c.resolution[1]
-                                     + c.preview_resolution[0] * c.preview_resolution[1]) for c in cameras))
+    total = 0
+    for c in cameras:
+        w, h = c.resolution or LARGEST_SENSOR
+        pw, ph = c.preview_resolution or (320, 240)
+        total += JPEG_SHARE * 3 * (w * h + pw * ph)
+    return int(total)
 
 PRUNABLE = ("sets.ready", "sets.held", "outbox.new", "outbox.deferred", "outbox.failed")
 
