@@ -1,7 +1,9 @@
 """``jobs/capture``: turn pending motion events into image sets.
 
 Owns the transitions ``events/new -> events/active -> events/done`` and the
-publication of alarm sets into ``sets/ready``. All of it happens under the
+publication of alarm sets into ``sets/ready``; early events (the first PIR
+edge, ``early/new``) are handed to :mod:`seccam.early`, which captures at
+once and publishes only what motion confirms. All of it happens under the
 ``capture`` lock, for two reasons: two jobs started at once (path unit and
 cron) must never capture the same event twice, and a V4L2 camera cannot be
 opened by two captures at the same time anyway. Under the lock nothing in
@@ -19,6 +21,7 @@ the plaintext images spend as little time on disk as possible.
 import logging
 import time
 
+from . import early as _early
 from . import events, imageset
 from .faults import checkpoint
 from .errors import SeccamError
@@ -40,16 +43,23 @@ def process(config, spool, now=time.time, while_waiting=None):
     spool.ensure()
     published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
-        recovered = spool.recover("events.active", "events.new")
+        recovered = spool.recover("events.active", "events.new") + spool.recover("early.active", "early.new")
         if recovered:
             log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
         spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
         spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
         while True:
             claimed = _claim_all(spool)
-            if not claimed:
+            early = _early.claim_all(spool)
+            if not claimed and not early:
                 break
             checkpoint("capture.claimed")
+            for ev in early:
+                path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
+                                      while_waiting=while_waiting)
+                if path is not None:
+                    while_waiting = None
+                    published.append(path)
             for group in events.coalesce(claimed, config.sensors.cooldown_s):
                 set_id = group[0]["_path"].name.removesuffix(".json") + "-alarm"
                 if imageset.exists(spool, set_id):

@@ -38,6 +38,16 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
     the capture so that it includes this capture's camera results.
     """
     now = time.time() if now is None else now
+    tmp, results = shoot(config, spool, now, while_waiting)
+    return publish(config, spool, kind, set_id, tmp, results, event_list, health, now), results
+
+
+def shoot(config, spool, now=None, while_waiting=None):
+    """Capture every camera into a new directory under ``tmp/``; return ``(tmp_dir, results)``.
+
+    Nothing is published: :func:`publish` makes it a set, or the caller
+    removes it (an early capture that motion did not confirm)."""
+    now = time.time() if now is None else now
     needed = budget.room_for(config.cameras)
     budget.make_room(config, spool, needed, now)
     free = shutil.disk_usage(spool.root).free
@@ -50,14 +60,24 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
         # The disk filled up during the capture: images are truncated, not missing.
         spool.remove(tmp)
         raise DiskFullError(f"spool {spool.root} filled up during the capture; the event stays queued")
+    return tmp, results
+
+
+def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=None, now=None, early=None):
+    """Write ``meta.json`` into ``tmp`` (what :func:`shoot` made) and publish it as set ``set_id``;
+    return the set's path. ``early``: the early event whose capture this is (recorded in meta)."""
+    now = time.time() if now is None else now
     meta = {
         "version": VERSION,
         "kind": kind,
         "id": set_id,
         "created": events.iso(now),
-        "events": [{k: v for k, v in ev.items() if not k.startswith("_") and k != "ts"} for ev in event_list],
+        "events": [{k: v for k, v in ev.items() if not k.startswith("_") and k not in ("ts", "confirm_ts")}
+                   for ev in event_list],
         "cameras": [r.as_meta() for r in results],
     }
+    if early is not None:
+        meta["early"] = early
     if health is not None:
         meta["health"] = health(results)
     try:
@@ -79,7 +99,7 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
             log.warning("camera=%s set=%s failed error=%r", r.camera, set_id, r.error)
     log.info("set=%s kind=%s state=sets.ready cameras_ok=%d cameras_failed=%d", set_id, kind,
              sum(r.ok for r in results), sum(not r.ok for r in results))
-    return path, results
+    return path
 
 
 def record_camera_state(spool, results, now):
