@@ -15,7 +15,10 @@ ID is derived from its first event, so a run killed after publishing a set
 but before marking its events done does not capture them again.
 
 After releasing the lock the job hands the new sets to the encrypt step, so
-the plaintext images spend as little time on disk as possible.
+the plaintext images spend as little time on disk as possible, and its
+courier thread (:mod:`seccam.courier`, started when an alarm capture begins)
+sends each message as soon as it is encrypted, on an SMTP connection opened
+while the cameras exposed.
 """
 
 import logging
@@ -35,11 +38,13 @@ LOCK_WAIT_S = 120
 DAY = 86400
 
 
-def process(config, spool, now=time.time, while_waiting=None):
+def process(config, spool, now=time.time, while_waiting=None, on_alarm=None):
     """Capture every pending event; return the list of published set paths.
 
     ``while_waiting`` runs while the first capture's cameras expose (see
-    camera.capture_all)."""
+    camera.capture_all); ``on_alarm()`` is called before an alarm's (or an
+    early) capture starts: the courier starts then."""
+    on_alarm = on_alarm or (lambda: None)
     spool.ensure()
     published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
@@ -56,7 +61,7 @@ def process(config, spool, now=time.time, while_waiting=None):
             checkpoint("capture.claimed")
             for ev in early:
                 path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
-                                      while_waiting=while_waiting)
+                                      while_waiting=while_waiting, on_start=on_alarm)
                 if path is not None:
                     while_waiting = None
                     published.append(path)
@@ -65,6 +70,7 @@ def process(config, spool, now=time.time, while_waiting=None):
                 if imageset.exists(spool, set_id):
                     log.info("set=%s already captured; marking events done", set_id)
                 else:
+                    on_alarm()
                     path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now(),
                                                while_waiting=while_waiting)
                     while_waiting = None  # once is enough
@@ -138,15 +144,25 @@ def hand_to_encrypt(config, spool, crypto=None):
 def work(config, args):
     spool = Spool(config.spool_dir)
     prewarm = None if args.no_encrypt else Prewarm(config)
-    published = process(config, spool, while_waiting=prewarm)
-    if published and prewarm is not None:
-        return hand_to_encrypt(config, spool, prewarm.crypto)
-    return 0
+    courier = None
+    if not (args.no_encrypt or args.no_send) and config.account is not None:
+        from .courier import Courier
+        courier = Courier(config, spool)
+    try:
+        published = process(config, spool, while_waiting=prewarm, on_alarm=courier.start if courier else None)
+        if published and prewarm is not None:
+            return hand_to_encrypt(config, spool, prewarm.crypto)
+        return 0
+    finally:
+        if courier is not None:
+            courier.finish()
 
 
 def _add_arguments(parser):
     parser.add_argument("--no-encrypt", action="store_true",
                         help="only capture; leave the sets in sets/ready (jobs/send encrypts them)")
+    parser.add_argument("--no-send", action="store_true",
+                        help="encrypt, but leave sending to jobs/send (no delivery from this job)")
 
 
 def main(argv=None):

@@ -264,8 +264,13 @@ def _probe_due(outage, now):
     return not isinstance(last, (int, float)) or now - last >= wait
 
 
-def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.time, sleep=time.sleep):
-    """Send what is queued (see the module docstring); return the exit code."""
+def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.time, sleep=time.sleep,
+            more_coming=None):
+    """Send what is queued (see the module docstring); return the exit code.
+
+    When the outbox is empty, the run keeps watching it while ``more_coming()``
+    is true (default: another job holds the ``encrypt`` lock); the capture
+    job's courier (seccam.courier) passes its own."""
     from .transport import Smtp, SmtpPermanentError, SmtpTemporaryError
 
     now = clock() if now is None else now
@@ -300,7 +305,7 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
             elif outage is not None and not summary_done:
                 queue = [p for p in queue if kind_of(p.name) == 0] or queue
             if not queue:
-                if not _wait_for_encryption(spool, clock, sleep):
+                if not _wait_for_encryption(spool, clock, sleep, more_coming):
                     break
                 continue
             for path in queue:
@@ -388,10 +393,12 @@ ENCRYPT_POLL_S = 0.02
 ENCRYPT_WAIT_S = 60
 
 
-def _wait_for_encryption(spool, clock, sleep):
-    """While another job holds the encrypt lock, wait for its next message; True if one came."""
+def _wait_for_encryption(spool, clock, sleep, more_coming=None):
+    """While another job holds the encrypt lock (or ``more_coming()``), wait for its next message;
+    True if one came."""
+    more_coming = more_coming or (lambda: spool.lock_held("encrypt"))
     deadline = clock() + ENCRYPT_WAIT_S
-    while spool.lock_held("encrypt") and clock() < deadline:
+    while more_coming() and clock() < deadline:
         if spool.items("outbox.new"):
             return True
         sleep(ENCRYPT_POLL_S)
