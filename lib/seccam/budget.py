@@ -127,6 +127,11 @@ def candidates(spool):
     return heartbeats + orphan_previews + rest
 
 
+def min_free_bytes(config):
+    """Free space the filesystem must keep for the system."""
+    return DEFAULT_MIN_FREE_BYTES if config.min_free_mb is None else int(config.min_free_mb * MB)
+
+
 def make_room(config, spool, needed=0, now=None):
     """Prune until the spool is within budget and ``needed`` bytes fit; return what was pruned.
 
@@ -134,7 +139,7 @@ def make_room(config, spool, needed=0, now=None):
     still-full disk means for its own work.
     """
     budget = budget_bytes(config, spool)
-    min_free = DEFAULT_MIN_FREE_BYTES if config.min_free_mb is None else int(config.min_free_mb * MB)
+    min_free = min_free_bytes(config)
     pruned = []
     used = usage(spool)
 

@@ -64,6 +64,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @dataclasses.dataclass
 class Result:
+    """One camera's capture: the images, or why there are none."""
+
     camera: str
     ok: bool
     full: Path | None = None

@@ -18,7 +18,6 @@ default on a security device.
 """
 
 import dataclasses
-import ipaddress
 import os
 import re
 import stat
@@ -41,8 +40,12 @@ _BACKENDS = ("fswebcam", "rpicam")
 _BCM_PINS = range(0, 28)
 
 
+# Every dataclass here has a docstring: without one, dataclasses builds it from inspect.signature(),
+# which costs more at import than the class itself (and every job imports this module).
 @dataclasses.dataclass(frozen=True)
 class Sensors:
+    """``[sensors]``: the PIRs, the button and the LEDs, and the motion rule's timing."""
+
     pir_pins: tuple = (17, 27)
     coincidence_s: float = 2.0
     warmup_s: float = 60.0
@@ -58,6 +61,8 @@ class Sensors:
 
 @dataclasses.dataclass(frozen=True)
 class Camera:
+    """One ``[[camera]]`` table."""
+
     name: str
     backend: str = "fswebcam"
     device: str | None = None
@@ -78,6 +83,8 @@ class Camera:
 
 @dataclasses.dataclass(frozen=True)
 class Account:
+    """``[account]``: the camera's own mail account."""
+
     address: str
     display_name: str
     login: str
@@ -113,6 +120,8 @@ class Account:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
+    """``[delivery]``: who receives the messages, and how fast they may be sent."""
+
     recipients: tuple = ()
     group_name: str = "seccam"
     group_id: str | None = None
@@ -123,6 +132,8 @@ class Delivery:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """The whole validated configuration file."""
+
     path: Path
     spool_dir: Path
     state_dir: Path
@@ -194,15 +205,21 @@ class _LineIndex:
     number rather than a wrong one.
     """
 
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+    # Compiled on the first error only (re caches them): a file that loads cleanly never needs them.
+    _HEADER = r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$"
+    _KEY = r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*="
 
     def __init__(self, text):
+        self.text = text
+        self.lines = None  # built on the first find(): only an error needs line numbers
+
+    def _build(self, text):
         self.lines = {}
         table = ""
         counts = {}
+        header_re, key_re = re.compile(self._HEADER), re.compile(self._KEY)
         for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
+            header = header_re.match(line)
             if header:
                 name = header.group(2)
                 if header.group(1) == "[[":
@@ -213,13 +230,15 @@ class _LineIndex:
                     table = name
                 self.lines.setdefault(table, number)
                 continue
-            key = self._KEY.match(line)
+            key = key_re.match(line)
             if key:
                 name = key.group(1).strip('"')
                 full = f"{table}.{name}" if table else name
                 self.lines.setdefault(full, number)
 
     def find(self, keypath):
+        if self.lines is None:
+            self._build(self.text)
         return self.lines.get(keypath)
 
 
@@ -526,6 +545,7 @@ def one_line(text):
 def _is_loopback(host):
     if host == "localhost":
         return True
+    import ipaddress  # only for plain (no TLS) accounts: not worth loading in every job
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

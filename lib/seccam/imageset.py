@@ -49,13 +49,24 @@ def shoot(config, spool, now=None, while_waiting=None):
     removes it (an early capture that motion did not confirm)."""
     now = time.time() if now is None else now
     needed = budget.room_for(config.cameras)
-    budget.make_room(config, spool, needed, now)
-    free = shutil.disk_usage(spool.root).free
-    if free < needed:
-        raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
-                            f"{needed // 1000} kB; the event stays queued")
+    if shutil.disk_usage(spool.root).free - needed < budget.min_free_bytes(config):
+        # Only a nearly full filesystem makes the cameras wait for pruning (statvfs is cheap; measuring
+        # the spool against its budget means walking it).
+        budget.make_room(config, spool, needed, now)
+        free = shutil.disk_usage(spool.root).free
+        if free < needed:
+            raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
+                                f"{needed // 1000} kB; the event stays queued")
+
+    def meanwhile():
+        # The spool's budget is kept while the cameras expose: the time is free.
+        budget.make_room(config, spool, needed, now)
+        if while_waiting is not None:
+            while_waiting()
+
     tmp = spool.make_tmp_dir(SET_SUFFIX)
-    results = camera.capture_all(config.cameras, tmp, while_waiting)
+    log.info("capture=start cameras=%d dir=%s", len(config.cameras), tmp.name)
+    results = camera.capture_all(config.cameras, tmp, meanwhile)
     if not all(r.ok for r in results) and shutil.disk_usage(spool.root).free < needed:
         # The disk filled up during the capture: images are truncated, not missing.
         spool.remove(tmp)

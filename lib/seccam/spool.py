@@ -178,7 +178,20 @@ class Spool:
                 os.unlink(reason)
         return dest
 
-    claim = move
+    def claim(self, path, state):
+        """Take an item for processing by one rename into ``state`` (an "active" directory); return
+        its new path, or None if another process took it first.
+
+        Unlike :meth:`move` the directory is not fsynced: the claim sits on the alarm path (an SD
+        card's fsync takes tens of milliseconds), and a claim lost to a power cut leaves the item
+        where the owner's start-up scan would have put it back anyway."""
+        path = Path(path)
+        dest = self.dir(state) / path.name
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return None
+        return dest
 
     def set_aside(self, path, reason):
         """Move a damaged item to ``corrupt/`` with its reason; never delete it."""

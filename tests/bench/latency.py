@@ -196,12 +196,12 @@ def job_env(cam, extra=None):
 class Proc:
     """One entry point started as in production (through its #! line), stderr lines time-stamped."""
 
-    def __init__(self, label, argv, env):
+    def __init__(self, label, argv, env, preexec_fn=None):
         self.label = label
         self.lines = []  # [(monotonic, text)]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=env, cwd="/")
+                                     stderr=subprocess.PIPE, env=env, cwd="/", preexec_fn=preexec_fn)
         self.ended = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -288,8 +288,10 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
 
 def pipeline_sample(cam, sink, n, mode):
     t0, trigger, captures, sends, accepted = run_pipeline(cam, sink, n, mode)
-    # The k-th message the sink accepted is the k-th "state=sent" line of the send runs (one connection each).
-    sent = [m.group(1) for p in sends for _, m in p.matches(r"message=(\S+) state=sent")]
+    # The k-th message the sink accepted is the k-th "state=sent" line, whichever job sent it (jobs/capture's
+    # courier sends its own alarm; jobs/send is the path unit's safety net).
+    sent = [m.group(1) for _, m in sorted(((t, m) for p in captures + sends
+                                          for t, m in p.matches(r"message=(\S+) state=sent")), key=lambda x: x[0])]
     if len(sent) != len(accepted) or len(accepted) != 2 * n:
         raise RuntimeError(f"{n} camera(s): {len(accepted)} accepted, send logged {len(sent)}, expected {2 * n}")
     previews = [t for (t, _), name in zip(accepted, sent) if ".preview." in name]
@@ -308,12 +310,13 @@ def pipeline_sample(cam, sink, n, mode):
         "first message encrypted (outbox)": rel(enc[0]) if enc else None,
         "last message encrypted (outbox)": rel(enc[-1]) if enc else None,
         "jobs/capture exited": rel(cap.ended),
-        "jobs/send started": rel(sends[0].started),
-        "SMTP connected": rel(sends[0].first(r"state=connected")),
+        "jobs/send started": rel(sends[0].started) if sends else None,
+        "SMTP connected": rel(min((t for p in captures + sends for t, _ in p.matches(r"state=connected")),
+                                  default=None)),
         "first preview accepted": rel(previews[0]),
         "all previews accepted": rel(max(previews)),
         "last message accepted": rel(accepted[-1][0]),
-        "jobs/send exited": rel(sends[-1].ended),
+        "jobs/send exited": rel(sends[-1].ended) if sends else None,
     }
     return {"first_preview": rel(previews[0]), "all_previews": rel(max(previews)),
             "last": rel(accepted[-1][0]), "timeline": timeline, "send_runs": len(sends),
