@@ -164,3 +164,12 @@ def test_a_bug_in_delivery_never_escapes_the_courier(cam, sink, monkeypatch):
     assert isinstance(courier.error, RuntimeError)
     courier.finish()  # idempotent
     Courier(cam.config, cam.spool).finish()  # never started: nothing to wait for
+
+
+def test_starting_a_courier_twice_starts_one_thread(cam, sink):
+    courier = Courier(cam.config, cam.spool)
+    courier.start()
+    thread = courier._thread
+    courier.start()
+    assert courier._thread is thread
+    courier.finish(timeout_s=10)

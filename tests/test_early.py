@@ -7,7 +7,6 @@ triggers.
 """
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from helpers.checkpoint import wait_stopped
 from seccam import capture, config, early, events, health
 from seccam.sensors import Coincidence, Motion
 from seccam.spool import Spool
+from test_poller import messages, records  # noqa: F401 - records is a fixture (the seccam logger's records)
 
 EPOCH = 1_800_000_000.0
 
@@ -95,6 +95,20 @@ def test_a_burst_of_single_pir_triggers_is_rate_limited_and_the_bucket_refills()
     assert early_events(c.activate(17)) == []
 
 
+def test_with_three_pirs_a_pir_that_fired_during_the_cooldown_still_started_the_possible_coincidence():
+    clock = FakeClock()
+    c = rule(clock, pins=(17, 27, 22), cooldown_s=30)
+    c.activate(17), c.activate(27)
+    assert c.activate(22)[0].source == "pir"  # cooldown until t=30
+    for pin in (17, 27, 22):
+        c.deactivate(pin)
+    clock.t = 29.5
+    assert c.activate(17) == []  # cooling down: no early event, but 17 is fresh
+    clock.t = 30.5
+    c.tick()
+    assert c.activate(27) == []  # 17 (0.5 s ago) started this possible coincidence, not 27
+
+
 def test_an_early_event_that_a_late_second_edge_does_not_confirm_keeps_its_token_used():
     clock = FakeClock()
     c = rule(clock, burst=1)
@@ -154,16 +168,15 @@ def test_a_burst_of_single_pir_triggers_makes_at_most_burst_early_events(tmp_pat
     assert len(poller.spool.items("early.new")) == 2 and poller.spool.items("events.new") == []
 
 
-def test_an_early_event_that_cannot_be_written_before_its_deadline_is_dropped(tmp_path, caplog):
+def test_an_early_event_that_cannot_be_written_before_its_deadline_is_dropped(tmp_path, records):
     from seccam.poller import Poller
 
-    caplog.set_level(logging.INFO, logger="seccam")
     cfg = config.load(write_config(tmp_path, body="[sensors]\ncoincidence_s = 0.05\n", cameras=""))
     poller = Poller(cfg)
     poller.pending.append(Motion("early", ((17, time.time() - 1),), time.time() - 1))
     assert poller.flush() and not poller.pending
     assert poller.spool.items("early.new") == []
-    assert any(r.getMessage().startswith("early=dropped pin=17") for r in caplog.records)
+    assert any(m.startswith("early=dropped pin=17") for m in messages(records))
 
 
 # -- the capture job ------------------------------------------------------------------------
@@ -228,7 +241,7 @@ def test_confirmed_early_capture_is_the_alarm_and_its_frames_precede_the_confirm
     assert list(spool.dir("tmp").iterdir()) == []
 
 
-def test_unconfirmed_early_capture_is_deleted_unsent_unencrypted_and_never_an_alarm(short_tmp, caplog):
+def test_unconfirmed_early_capture_is_deleted_unsent_unencrypted_and_never_an_alarm(short_tmp, records):
     cfg, spool = load(write_config(short_tmp, cameras=FAST_CAMERAS))
     now = time.time()
     events.record_early(spool, 17, now, now + 0.3)
@@ -240,7 +253,6 @@ def test_unconfirmed_early_capture_is_deleted_unsent_unencrypted_and_never_an_al
         made.append((tmp, [r.full for r in results if r.ok]))
         return tmp, results
 
-    caplog.set_level(logging.INFO, logger="seccam")
     capture.imageset.shoot = shoot
     try:
         assert capture.process(cfg, spool) == []
@@ -253,7 +265,7 @@ def test_unconfirmed_early_capture_is_deleted_unsent_unencrypted_and_never_an_al
         assert spool.items(state) == [], state
     assert list(spool.dir("tmp").iterdir()) == []
     assert health.last_motion(spool) is None and health.events_since(spool, None) == 0
-    assert any("state=discarded reason=not-confirmed images=deleted" in r.getMessage() for r in caplog.records)
+    assert any("state=discarded reason=not-confirmed images=deleted" in m for m in messages(records))
 
 
 def test_a_confirmation_already_waiting_supersedes_the_early_capture(short_tmp):
@@ -360,3 +372,57 @@ def test_waiting_for_the_confirmation_polls_until_the_deadline():
     motion, seen = [], []
     found = early._wait_for_confirmation("E.json", 100.1, motion, lambda: seen.append(1) or [], clock.now, sleep)
     assert found is None and round(0.1 / early.POLL_S) <= len(naps) <= round(0.1 / early.POLL_S) + 1 and seen
+
+
+def test_an_early_event_the_spool_refuses_is_retried_and_the_motion_event_still_names_it(tmp_path, records):
+    from seccam.errors import DiskFullError
+    from seccam.poller import Poller
+
+    cfg = config.load(write_config(tmp_path, body="[sensors]\ncoincidence_s = 30\n", cameras=""))
+    poller = Poller(cfg)
+    real = poller.spool.write_json
+    calls = []
+
+    def flaky(state, obj, *args, **kwargs):
+        calls.append(state)
+        if len(calls) == 1:
+            raise DiskFullError("spool full")
+        return real(state, obj, *args, **kwargs)
+
+    poller.spool.write_json = flaky
+    now = time.time()
+    poller.pending.append(Motion("early", ((17, now),), now))
+    assert poller.flush() is False and len(poller.pending) == 1  # kept for the next try
+    poller.pending.append(Motion("pir", ((17, now), (27, now + 1)), now + 1))
+    poller.pending.append(Motion("button", ((22, now + 2),), now + 2))
+    assert poller.flush() is True and not poller.pending
+    [early_path] = poller.spool.items("early.new")
+    motions = [events.load(p) for p in poller.spool.items("events.new")]
+    assert [m.get("early") for m in motions] == [early_path.name, None]
+    logged = messages(records)
+    assert any(m.startswith("event=write-failed source=early") for m in logged)
+    assert any(m.startswith("event=write-recovered") for m in logged)
+
+
+def test_the_poller_forgets_early_events_nobody_confirmed(tmp_path):
+    from seccam.poller import EARLY_MEMORY_S, Poller
+
+    poller = Poller(config.load(write_config(tmp_path, body="[sensors]\ncoincidence_s = 600\n", cameras="")))
+    old = time.time() - EARLY_MEMORY_S - 10
+    poller.early_written[(17, old)] = "old.json"
+    poller.pending.append(Motion("early", ((27, time.time()),), time.time()))
+    poller.flush()
+    assert (17, old) not in poller.early_written and len(poller.early_written) == 1
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"version": 1, "kind": "early", "source": "pir", "time": "2026-11-25T19:11:00+00:00", "sensors": []},
+     "early event without a valid confirm_by"),
+    ({"version": 1, "kind": "motion", "source": "pir", "time": "2026-11-25T19:11:00+00:00", "early": 5},
+     "early is not an event name"),
+])
+def test_events_that_lie_about_early_capture_are_refused(short_tmp, body, message):
+    spool = Spool(short_tmp / "spool").ensure()
+    path = spool.write_json("events.new", body)
+    with pytest.raises(Exception, match=message):
+        events.load(path)

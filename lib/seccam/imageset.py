@@ -59,10 +59,11 @@ def shoot(config, spool, now=None, while_waiting=None):
                                 f"{needed // 1000} kB; the event stays queued")
 
     def meanwhile():
-        # The spool's budget is kept while the cameras expose: the time is free.
-        budget.make_room(config, spool, needed, now)
+        # The caller's work first (the capture job loads GnuPG: the encryption waits for it), then the
+        # spool's budget, kept while the cameras expose: the time is free.
         if while_waiting is not None:
             while_waiting()
+        budget.make_room(config, spool, needed, now)
 
     tmp = spool.make_tmp_dir(SET_SUFFIX)
     log.info("capture=start cameras=%d dir=%s", len(config.cameras), tmp.name)

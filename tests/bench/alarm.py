@@ -376,9 +376,12 @@ def med(samples, key):
 
 def render(results, args, info, started, elapsed_s):
     out = []
+    load = results.get("load", ())
     out.append(f"Measured {started:%Y-%m-%d %H:%M} UTC on {info['cpu']}, nproc={info['nproc']}, "
                f"Linux {info['kernel']}, {info['python']}, {info['gpg']}; {args.reps} repetition(s), "
-               f"shuffled; the run took {elapsed_s:.0f} s. Regenerate: `{COMMAND}`.")
+               f"shuffled; the run took {elapsed_s:.0f} s"
+               + (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other jobs on this "
+                  f"machine)" if load else "") + f". Regenerate: `{COMMAND}`.")
     out.append("")
     for profile, res in results["profiles"].items():
         cal = res.get("calibration")
@@ -588,6 +591,7 @@ def main(argv=None):
     workdir = sendkit.short_dir("scf")
     setups = []
     results = {"profiles": {}}
+    load_start = os.getloadavg()[0]
     try:
         with latency.Sink() as sink:
             for kind in kinds:
@@ -604,6 +608,7 @@ def main(argv=None):
         for s in setups:
             s.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    results["load"] = (load_start, os.getloadavg()[0])
     text = render(results, args, latency.machine(), started, time.monotonic() - t_start)
     sys.stdout.write(text)
     sys.stdout.write("\n" + headline(results))
