@@ -474,8 +474,11 @@ def render(results, args, info, started, elapsed_s):
     variants = results["variants"]
     out.append(f"Measured {started:%Y-%m-%d %H:%M} UTC on {info['cpu']}, nproc={info['nproc']},")
     out.append(f"Linux {info['kernel']}, {info['python']}, {info['gpg']};")
+    load = results.get("load")
     out.append(f"{args.reps} repetition(s) per variant, interleaved in a shuffled order; "
-               f"the run took {elapsed_s:.0f} s.")
+               f"the run took {elapsed_s:.0f} s"
+               + (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other jobs on this "
+                  "machine)" if load else "") + ".")
     out.append("")
     out.append(f"Regenerate: `{COMMAND}{' --quick' if args.quick else ''}` (from the repository root).")
     out.append("")
@@ -660,6 +663,7 @@ def main(argv=None):
 
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.monotonic()
+    load_start = os.getloadavg()[0]
     info = machine()
     rng = random.Random(args.seed)
     cams = {}
@@ -696,7 +700,8 @@ def main(argv=None):
         for cam in cams.values():
             cam.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    results = {"variants": variants, "imports": imports, "bare_python_ms": bare}
+    results = {"variants": variants, "imports": imports, "bare_python_ms": bare,
+               "load": (load_start, os.getloadavg()[0])}
     text = render(results, args, info, started, time.monotonic() - t_start)
     sys.stdout.write(text)
     if target:
