@@ -15,13 +15,19 @@ ID is derived from its first event, so a run killed after publishing a set
 but before marking its events done does not capture them again.
 
 After releasing the lock the job hands the new sets to the encrypt step, so
-the plaintext images spend as little time on disk as possible, and its
-courier thread (:mod:`seccam.courier`, started when an alarm capture begins)
-sends each message as soon as it is encrypted, on an SMTP connection opened
-while the cameras exposed.
+the plaintext images spend as little time on disk as possible.
+
+The job has no network (its sandbox); delivery is jobs/send's. So that
+delivery does not start only once the first message is encrypted, the job
+rewrites ``state/capturing.json`` as soon as its cameras run: that starts
+jobs/send through seccam-send.path, which then opens and authenticates its
+SMTP connection while the cameras expose, and sends each message the moment
+the encrypt step publishes it (it keeps watching while this job holds the
+``capture`` or ``encrypt`` lock).
 """
 
 import logging
+import os
 import time
 
 from . import early as _early
@@ -38,13 +44,11 @@ LOCK_WAIT_S = 120
 DAY = 86400
 
 
-def process(config, spool, now=time.time, while_waiting=None, on_alarm=None):
+def process(config, spool, now=time.time, while_waiting=None):
     """Capture every pending event; return the list of published set paths.
 
     ``while_waiting`` runs while the first capture's cameras expose (see
-    camera.capture_all); ``on_alarm()`` is called before an alarm's (or an
-    early) capture starts: the courier starts then."""
-    on_alarm = on_alarm or (lambda: None)
+    camera.capture_all)."""
     spool.ensure()
     published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
@@ -61,7 +65,7 @@ def process(config, spool, now=time.time, while_waiting=None, on_alarm=None):
             checkpoint("capture.claimed")
             for ev in early:
                 path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
-                                      while_waiting=while_waiting, on_start=on_alarm)
+                                      while_waiting=while_waiting)
                 if path is not None:
                     while_waiting = None
                     published.append(path)
@@ -70,7 +74,6 @@ def process(config, spool, now=time.time, while_waiting=None, on_alarm=None):
                 if imageset.exists(spool, set_id):
                     log.info("set=%s already captured; marking events done", set_id)
                 else:
-                    on_alarm()
                     path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now(),
                                                while_waiting=while_waiting)
                     while_waiting = None  # once is enough
@@ -112,20 +115,32 @@ def _prune_done(config, spool, now):
             continue
 
 
-class Prewarm:
-    """Load GnuPG and look up the keys while the cameras expose, so that
-    encryption starts the moment the images exist. Whatever fails here is
-    simply done again, and reported, by the encrypt step itself."""
+#: The stamp whose rewrite starts jobs/send (seccam-send.path: PathChanged=).
+CAPTURING = "capturing"
 
-    def __init__(self, config):
+
+class Prewarm:
+    """While the cameras expose: wake jobs/send (``state/capturing.json``), so
+    that its SMTP connection is up when the first message is encrypted, then
+    load GnuPG and look up the keys, so that encryption starts the moment the
+    images exist. Whatever fails here is simply done again, and reported, by
+    the encrypt step and jobs/send themselves."""
+
+    def __init__(self, config, spool=None):
         self.config = config
+        self.spool = spool
         self.crypto = None
 
     def __call__(self):
+        if self.spool is not None and self.config.account is not None:
+            try:
+                self.spool.write_state(CAPTURING, {"since": events.iso(time.time()), "pid": os.getpid()})
+            except SeccamError as exc:  # a full disk: the path unit starts jobs/send with the first message
+                log.warning("state=%s write-failed error=%r", CAPTURING, str(exc))
         from . import encrypt
         try:
             self.crypto = encrypt.prepare(self.config)
-        except SeccamError:
+        except (SeccamError, encrypt.Hold):  # the encrypt step holds the set and says why
             self.crypto = None
 
 
@@ -143,26 +158,16 @@ def hand_to_encrypt(config, spool, crypto=None):
 
 def work(config, args):
     spool = Spool(config.spool_dir)
-    prewarm = None if args.no_encrypt else Prewarm(config)
-    courier = None
-    if not (args.no_encrypt or args.no_send) and config.account is not None:
-        from .courier import Courier
-        courier = Courier(config, spool)
-    try:
-        published = process(config, spool, while_waiting=prewarm, on_alarm=courier.start if courier else None)
-        if published and prewarm is not None:
-            return hand_to_encrypt(config, spool, prewarm.crypto)
-        return 0
-    finally:
-        if courier is not None:
-            courier.finish()
+    prewarm = None if args.no_encrypt else Prewarm(config, spool)
+    published = process(config, spool, while_waiting=prewarm)
+    if published and prewarm is not None:
+        return hand_to_encrypt(config, spool, prewarm.crypto)
+    return 0
 
 
 def _add_arguments(parser):
     parser.add_argument("--no-encrypt", action="store_true",
                         help="only capture; leave the sets in sets/ready (jobs/send encrypts them)")
-    parser.add_argument("--no-send", action="store_true",
-                        help="encrypt, but leave sending to jobs/send (no delivery from this job)")
 
 
 def main(argv=None):

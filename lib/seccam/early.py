@@ -73,8 +73,7 @@ def claim_all(spool):
     return claimed
 
 
-def capture(config, spool, early, motion, claim_motion, now=time.time, sleep=time.sleep, while_waiting=None,
-            on_start=None):
+def capture(config, spool, early, motion, claim_motion, now=time.time, sleep=time.sleep, while_waiting=None):
     """Handle one claimed early event (see the module docstring).
 
     ``motion`` is the list of motion events this run has claimed; a
@@ -83,9 +82,7 @@ def capture(config, spool, early, motion, claim_motion, now=time.time, sleep=tim
     capture job's own claim). Every motion event claimed while waiting is
     appended to ``motion`` for the caller to process, except the confirming
     one, which this function moves to ``events/done`` with the published set.
-    ``on_start()`` is called just before the cameras start (the capture job's
-    courier opens its SMTP connection then). Return the published set's path,
-    or None.
+    Return the published set's path, or None.
     """
     name = early["_path"].name
     if any(ev.get("early") == name for ev in motion):
@@ -94,8 +91,6 @@ def capture(config, spool, early, motion, claim_motion, now=time.time, sleep=tim
         return _finish(spool, early, "late")
     pin = early["sensors"][0]["pin"] if early["sensors"] else None
     log.info("early=%s state=capturing pin=%s confirm_by=%s", name, pin, early["confirm_by"])
-    if on_start is not None:
-        on_start()
     tmp, results = imageset.shoot(config, spool, now(), while_waiting)
     checkpoint("early.captured")
     confirm = _wait_for_confirmation(name, early["confirm_ts"] + GRACE_S, motion, claim_motion, now, sleep)

@@ -61,9 +61,11 @@ def shoot(config, spool, now=None, while_waiting=None):
     def meanwhile():
         # The caller's work first (the capture job loads GnuPG: the encryption waits for it), then the
         # spool's budget, kept while the cameras expose: the time is free.
-        if while_waiting is not None:
-            while_waiting()
-        budget.make_room(config, spool, needed, now)
+        try:
+            if while_waiting is not None:
+                while_waiting()
+        finally:  # whatever the caller's work raised (capture_all logs it), the budget is kept
+            budget.make_room(config, spool, needed, now)
 
     tmp = spool.make_tmp_dir(SET_SUFFIX)
     log.info("capture=start cameras=%d dir=%s", len(config.cameras), tmp.name)

@@ -38,7 +38,7 @@ they arrive: the poller's event line, ``capture=start``, ``state=sets.ready``,
 ``state=outbox.new``, ``state=connected``. Start-up: ``-X importtime`` of
 each entry point during extra alarms (minimum of three runs: the machine is
 shared), split for jobs/capture into what it imports before its cameras start
-and everything (its courier imports the mail modules while the cameras expose).
+and everything (gnupg, for the encrypt step, loads while the cameras expose).
 
 Nothing passes or fails on a time; the tables go into docs/performance.md
 between ``<!-- bench:alarm:begin -->`` and ``<!-- bench:alarm:end -->`` and the
@@ -222,6 +222,8 @@ def alarm_sample(setup, sink, preexec_fn, extra_env=None):
     """The PIR pair, the path units, until every message is accepted; return the sample."""
     spool = setup.cam.spool
     dirs = {name: spool.dir(name) for name in ("events.new", "early.new", "outbox.new")}
+    stamp = spool.dir("state") / "capturing.json"
+    seen = latency._stamp_id(stamp)
     env = setup.env(extra_env)
     sink.reset()
     expected = 2 * setup.n
@@ -240,9 +242,12 @@ def alarm_sample(setup, sink, preexec_fn, extra_env=None):
         if not capture_running and (latency._nonempty(dirs["events.new"]) or latency._nonempty(dirs["early.new"])):
             captures.append(latency.Proc("capture", [str(ROOT / "jobs/capture")], env, preexec_fn))
             capture_running = True
-        if not send_running and latency._nonempty(dirs["outbox.new"]):
+        changed = latency._stamp_id(stamp)
+        if not send_running and (latency._nonempty(dirs["outbox.new"]) or changed != seen):
             sends.append(latency.Proc("send", [str(ROOT / "jobs/send")], env, preexec_fn))
             send_running = True
+        if changed != seen and send_running:
+            seen = changed  # PathChanged= fires once per change; a running unit is not started twice
         if (t1 is not None and len(sink.accepted) >= expected and not capture_running and not send_running
                 and not any(latency._nonempty(d) for d in dirs.values())):
             break
@@ -477,10 +482,9 @@ def render(results, args, info, started, elapsed_s):
         sends = [s for key, ss in res["variants"].items() if key[0] == "seccam" for s in ss]
         if sends:
             out.append("")
-            out.append(f"Processes per alarm: jobs/capture sends its own messages (courier); jobs/send, started "
-                       f"by the path unit meanwhile, sent {sum(s['send_sent'] for s in sends)} of "
-                       f"{sum(2 * key[2] for key, ss in res['variants'].items() if key[0] == 'seccam' for _ in ss)} "
-                       f"messages in {len(sends)} alarms.")
+            runs = [s["send_runs"] for s in sends]
+            out.append(f"jobs/send runs per alarm: median {latency.fmt(latency.median(runs))}, max {max(runs)} "
+                       "(started when the capture began, it sends every message on the session it opened then).")
         if res.get("imports"):
             out.append("")
             out.append("Start-up: `-X importtime`, own time of every module, its best of "

@@ -241,6 +241,15 @@ def _nonempty(directory, suffix=None):
         return False
 
 
+def _stamp_id(path):
+    """What tells one rewrite of a file from another (a rename makes a new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
 def run_pipeline(cam, sink, n, mode, env_extra=None):
     """One alarm through trigger -> capture -> send; return the processes and the sink's accept times."""
     spool = cam.spool
@@ -248,6 +257,8 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
     env = job_env(cam, env_extra)
     sink.reset()
     expected = 2 * n
+    stamp = spool.dir("state") / "capturing.json"
+    seen = _stamp_id(stamp)
     t0 = time.monotonic()
     trigger = Proc("trigger", [str(ROOT / "bin/seccam"), "trigger", "--quiet"], env)
     captures, sends = [], []
@@ -260,14 +271,17 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
         if not capture_running and _nonempty(events_new):
             captures.append(Proc("capture", [str(ROOT / "jobs/capture")], env))
             capture_running = True
+        changed = _stamp_id(stamp)
         if not send_running:
-            if mode == "path":
-                start_send = _nonempty(outbox_new)
+            if mode == "path":  # seccam-send.path: outbox/new not empty, or state/capturing.json rewritten
+                start_send = _nonempty(outbox_new) or changed != seen
             else:  # chained: once, when the capture job has exited
                 start_send = captures and not capture_running and not sends
             if start_send:
                 sends.append(Proc("send", [str(ROOT / "jobs/send")], env))
                 send_running = True
+        if send_running or mode != "path":
+            seen = changed
         done = (len(sink.accepted) >= expected and trigger.ended is not None
                 and not capture_running and not send_running and not _nonempty(outbox_new))
         if done:
@@ -288,8 +302,7 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
 
 def pipeline_sample(cam, sink, n, mode):
     t0, trigger, captures, sends, accepted = run_pipeline(cam, sink, n, mode)
-    # The k-th message the sink accepted is the k-th "state=sent" line, whichever job sent it (jobs/capture's
-    # courier sends its own alarm; jobs/send is the path unit's safety net).
+    # The k-th message the sink accepted is the k-th "state=sent" line of the send runs, in time order.
     sent = [m.group(1) for _, m in sorted(((t, m) for p in captures + sends
                                           for t, m in p.matches(r"message=(\S+) state=sent")), key=lambda x: x[0])]
     if len(sent) != len(accepted) or len(accepted) != 2 * n:
