@@ -200,3 +200,15 @@ def test_the_spool_budget_is_kept_while_exposing_even_when_the_callers_work_fail
     path, results = imageset.capture(cam.config, cam.spool, "alarm", "20261201T000000.000002Z.1.abcdef02-alarm",
                                      [event], while_waiting=broken)
     assert kept == [1] and all(r.ok for r in results) and path.exists()
+
+
+def test_a_capturing_stamp_that_cannot_be_written_costs_only_the_early_connection(cam, monkeypatch):
+    from seccam.errors import DiskFullError
+
+    def full(name, obj):
+        raise DiskFullError("writing state capturing: no space left on the spool's filesystem")
+
+    monkeypatch.setattr(cam.spool.__class__, "write_state", lambda self, name, obj: full(name, obj))
+    prewarm = capture.Prewarm(cam.config, cam.spool)
+    prewarm()  # logged, not raised: jobs/send still starts with the first message (outbox/new)
+    assert prewarm.crypto is not None and cam.spool.read_state("capturing") is None
