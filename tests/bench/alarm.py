@@ -54,6 +54,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -621,6 +622,12 @@ def main(argv=None):
     setups = []
     results = {"profiles": {}}
     load_start = os.getloadavg()[0]
+
+    def stopped(signum, frame):
+        raise SystemExit(f"alarm: stopped by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # SIGINT raises KeyboardInterrupt already
+        signal.signal(signum, stopped)  # run the clean-up below (pollers, jobs, workers), then exit
     try:
         with latency.Sink() as sink:
             for kind in kinds:
@@ -634,6 +641,7 @@ def main(argv=None):
             for profile in profiles:
                 results["profiles"][profile] = run_profile(profile, kinds, counts, args, sink, setups, workdir, rng)
     finally:
+        latency.Proc.stop_all()
         for s in setups:
             s.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -194,6 +194,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     runs = []
+
+    def stopped(signum, frame):
+        raise SystemExit(f"idle: stopped by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stopped)  # measure()'s clean-up stops the poller and the floor
     for python in ["/usr/bin/python3"] + ([args.python2] if args.python2 else []):
         with tempfile.TemporaryDirectory(prefix="sci", dir="/tmp") as workdir:
             runs.append(measure(python, args.seconds, workdir, args.poller))
