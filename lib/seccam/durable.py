@@ -5,12 +5,13 @@ given mode), fsyncs it, renames it over the target and fsyncs the directory:
 after a crash or a power loss the target is either the old or the new
 version, never a mixture. The spool has its own writer (seccam.spool), because
 there the temporary file lives in ``tmp/`` and the name is new each time.
+Random name parts come from ``os.urandom``, not ``secrets``: the resident
+poller imports this module, and ``secrets`` would load OpenSSL (hashlib).
 """
 
 import contextlib
 import json
 import os
-import secrets
 
 from .errors import TemporaryError
 
@@ -34,7 +35,7 @@ def write_all(fd, data):
 def replace_json(path, obj, mode):
     """Atomically replace ``path`` with ``obj`` as JSON; TemporaryError if it cannot be written."""
     data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
