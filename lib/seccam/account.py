@@ -116,6 +116,9 @@ def check(account):
     from .imap import Imap
     from .transport import Smtp
 
+    problem = _unreadable(account)
+    if problem:
+        return [CheckResult(kind, "-", False, problem) for kind in ("IMAP", "SMTP")]
     results = []
     for kind, where, make in (
             ("IMAP", f"{account.imap_host}:{account.imap_port}", lambda: Imap(account)),
@@ -135,6 +138,21 @@ def check(account):
         results.append(CheckResult(kind, where, True, "login ok"))
         log.info("check=%s where=%s ok=true", kind, where)
     return results
+
+
+def _unreadable(account):
+    """What this user cannot read of the account's files, named (the TLS libraries would only say
+    "Permission denied" while connecting)."""
+    try:
+        account.read_password()
+        if account.ca_file is not None:
+            with open(account.ca_file, "rb"):
+                pass
+    except ConfigError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{account.ca_file}: cannot read ca_file: {exc.strerror}"
+    return None
 
 
 def require_login(settings, timeout_s, after_creation=False):

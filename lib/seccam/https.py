@@ -75,7 +75,7 @@ def request(method, url, ca_file=None, timeout_s=DEFAULT_TIMEOUT_S, max_bytes=MA
         chunks, size = [], 0
         while size <= max_bytes:
             _tick(conn, deadline)
-            chunk = resp.read(min(16384, max_bytes + 1 - size))
+            chunk = resp.read1(min(16384, max_bytes + 1 - size))  # one recv: the deadline is checked between
             if not chunk:
                 break
             chunks.append(chunk)
@@ -104,9 +104,6 @@ def request(method, url, ca_file=None, timeout_s=DEFAULT_TIMEOUT_S, max_bytes=MA
 
 
 def _tick(conn, deadline):
-    """Shorten the socket's timeout to what is left of the deadline."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
+    """Shorten the socket's timeout to what is left of the deadline (past it: the next read times out)."""
     if conn.sock is not None:
-        conn.sock.settimeout(left)
+        conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))

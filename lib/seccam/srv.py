@@ -137,7 +137,7 @@ def lookup(name, servers=None, timeout_s=TIMEOUT_S, port=53):
     for server in servers:
         try:
             records = _ask(server, port, name, timeout_s)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, DnsError) as exc:
             problems.append(f"{server}: {exc}")
             continue
         return sorted(records, key=lambda r: (r[0], -r[1]))

@@ -59,9 +59,6 @@ class Statement:
         self.kind, self.first, self.last, self.key = kind, first, last, key
         self.array, self.table, self.value_end = array, table, value_end
 
-    def __repr__(self):
-        return f"Statement({self.kind}, {self.first}-{self.last}, {'.'.join(self.key)})"
-
 
 class _Scanner:
     """A cursor over the text that skips TOML keys and values (the text is known to parse)."""
@@ -387,8 +384,6 @@ def _update_in_place(lines, found, values, drop, nl):
             out.append(line)
         if i == after:
             out.extend(new_keys)
-    if not lines:  # pragma: no cover - a header was found, so there are lines
-        out.extend(new_keys)
     return out
 
 

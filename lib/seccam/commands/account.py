@@ -147,10 +147,11 @@ def load_current(config_arg):
 
 def recipients_of(cfg):
     from .. import keys
+    from ..errors import DataError
     try:
         return keys.recipients(cfg)
-    except Exception:  # noqa: BLE001 - an unreadable recipients file must not hide the configured ones
-        return tuple(cfg.delivery.recipients)
+    except DataError:  # an unreadable recipients file must not hide the configured ones
+        return tuple(cfg.delivery.recipients) + ("(and those in an unreadable recipients file)",)
 
 
 def refuse_existing(current, args, new_address=None):
@@ -289,8 +290,9 @@ def create_on_relay(current, rel, ca_file, args, how, make_key=True):
     print(f"  asking {rel.url} for a new account ...", flush=True)
     new = _relay.request_account(rel, ca_file=ca_file, timeout_s=args.timeout)
     settings = settings_from_relay(new, ca_file, args.timeout)
-    if new.login_url is not None and new.login_url.accepts_invalid_certificates and ca_file is None:
-        print(f"  note: {rel.name} asks clients to accept invalid certificates; seccam verifies them anyway")
+    if new.login_url is not None and new.login_url.accepts_invalid_certificates:
+        print(f"  note: {rel.name} asks clients to accept invalid certificates; seccam verifies them anyway"
+              + (f" (against {ca_file})" if ca_file else ""))
     account.require_login(settings, args.timeout, after_creation=True)
     return finish(current, settings, args, how, make_key=make_key,
                   extra_lines=[f"made by the chatmail relay {rel.name}; IMAP and SMTP login ok",
