@@ -46,7 +46,12 @@ def test_with_the_owners_key_in_place_setup_sends_the_test_alarm_once(short_tmp,
     cfg = example_config(short_tmp)
     owner, _ = mailserver.new_user("owner")
     with_recipient(cfg, owner)
-    assert seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=cfg).returncode == 0
+    # Recipients but no key looks like a new SD card without the key restored: asked first.
+    proc = seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=cfg)
+    assert proc.returncode == 64 and f"the camera has recipients ({owner}). A new key" in proc.stdout
+    assert "seccam keys restore FILE" in proc.stdout and "Make a new camera key: not confirmed" in proc.stderr
+    assert configured_address(cfg) in relay.created  # the account step itself is done
+    assert seccam("keys", "init", config=cfg).returncode == 0
     mailserver.add_camera_address(configured_address(cfg))
     rec = sendkit.make_recipient(owner, config=config_mod.load(cfg))
     try:
@@ -71,7 +76,7 @@ def test_a_test_alarm_the_server_defers_is_reported_and_not_marked_done(short_tm
     cfg = example_config(short_tmp)
     owner, _ = mailserver.new_user("owner")
     with_recipient(cfg, owner)
-    assert seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=cfg).returncode == 0
+    assert seccam("account", "new", relay.name, "--ca-file", relay.cafile, "--yes", config=cfg).returncode == 0
     mailserver.add_camera_address(configured_address(cfg))
     rec = sendkit.make_recipient(owner, config=config_mod.load(cfg))
     sendkit.kill_agent(rec.home)

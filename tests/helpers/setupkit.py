@@ -21,16 +21,22 @@ from .relay import ChatmailRelay
 EXAMPLE = REPO / "docs" / "example.toml"
 
 
-def example_config(directory, mode=0o640, text=None):
-    directory = Path(directory)
-    text = EXAMPLE.read_text() if text is None else text
+def adapt_to_this_machine(path, directory):
+    """Point an installed configuration's spool and state into ``directory`` and its camera at
+    fswebcam's test source: what a test machine needs that a Pi does not."""
+    path, directory = Path(path), Path(directory)
+    text = path.read_text()
     text = text.replace('spool_dir = "/var/spool/seccam"', f'spool_dir = "{directory / "spool"}"')
     text = text.replace('state_dir = "/var/lib/seccam"', f'state_dir = "{directory / "state"}"')
-    text = text.replace('device = "/dev/video0"', 'device = "test"')
-    path = directory / "seccam.toml"
-    path.write_text(text)
-    path.chmod(mode)
+    path.write_text(text.replace('device = "/dev/video0"', 'device = "test"'))
     return path
+
+
+def example_config(directory, mode=0o640):
+    path = Path(directory) / "seccam.toml"
+    path.write_text(EXAMPLE.read_text())
+    path.chmod(mode)
+    return adapt_to_this_machine(path, directory)
 
 
 def configured_address(path):

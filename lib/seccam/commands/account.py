@@ -235,15 +235,25 @@ def finish(current, settings, args, how, extra_lines=(), make_key=True):
     cfg = _config.load(current.path)
     runtime.become_spool_owner(cfg)
     if make_key:
-        ensure_camera_key(cfg, say=lambda line: print("  " + line))
+        ensure_camera_key(cfg, args, say=lambda line: print("  " + line))
     return cfg
 
 
-def ensure_camera_key(cfg, say=print):
-    """Make the camera key if there is none; return (fingerprint, made_now)."""
+def ensure_camera_key(cfg, args, say=print):
+    """Make the camera key if there is none; return (fingerprint, made_now).
+
+    A camera that already has recipients but no key is most likely a new SD card whose key
+    backup has not been restored yet: a new key would start a new chat for all of them, so
+    that needs a confirmation."""
     from ..gpg import Gpg, home_for
     gpg = Gpg(home_for(cfg.state_dir))
     fpr = gpg.camera_key()
+    who = recipients_of(cfg) if not fpr else ()
+    if who:
+        say(f"warning: there is no camera key, but the camera has recipients ({', '.join(who)}). A new key "
+            "is a new contact and a new chat for them. Moving to a new SD card? Restore the key first: "
+            "sudo seccam keys restore FILE (docs/operations.md).")
+        confirm("Make a new camera key?", args)
     if fpr:
         info = gpg.key_info(fpr)
         uids = [u.lower() for u in info.uids] if info else []

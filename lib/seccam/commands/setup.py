@@ -75,7 +75,7 @@ def run(args, config):
 
     _step(2, "The camera key")
     from . import account as account_cmd
-    account_cmd.ensure_camera_key(cfg, say=lambda line: print("  " + line))
+    account_cmd.ensure_camera_key(cfg, args, say=lambda line: print("  " + line))
 
     _step(3, "Your Delta Chat")
     code = _owner_step(cfg, args)
