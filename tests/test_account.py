@@ -465,3 +465,33 @@ def test_a_config_broken_outside_account_is_reported_as_it_is(short_tmp, relay):
     cfg.write_text(cfg.read_text() + "\nbogus = 1\n")
     proc = seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=cfg)
     assert proc.returncode == 78 and "bogus: unknown key" in proc.stderr and relay.created == []
+
+
+def test_the_end_of_input_at_a_question_is_a_clear_refusal(monkeypatch):
+    import types
+    from seccam.commands import account as account_cmd
+    from seccam.commands import setup as setup_cmd
+    from seccam.errors import UsageError
+
+    def eof(prompt=""):
+        raise EOFError
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", eof)
+    monkeypatch.setattr("getpass.getpass", eof)
+    with pytest.raises(UsageError, match="not confirmed; nothing was changed"):
+        account_cmd.confirm("Replace?", types.SimpleNamespace(yes=False))
+    with pytest.raises(UsageError, match="end of input"):
+        account_cmd.ask_secret("password: ")
+    with pytest.raises(UsageError, match="end of input"):
+        setup_cmd._ask("Choice", "1")
+
+
+def test_a_symlinked_configuration_is_edited_where_it_points(short_tmp, relay):
+    real = short_tmp / "real"
+    real.mkdir()
+    target = example_config(real)
+    link = short_tmp / "seccam.toml"
+    link.symlink_to(target)
+    assert seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=link).returncode == 0
+    assert link.is_symlink() and configured_address(target) in relay.created
+    assert (real / f"{configured_address(target)}.password").exists()

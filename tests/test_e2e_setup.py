@@ -36,6 +36,7 @@ from helpers.coverage_env import with_coverage
 from helpers.deltachat import camera_messages
 from helpers.setupkit import adapt_to_this_machine, configured_address, relay, seccam  # noqa: F401 - fixture
 from helpers.shell import run_bash
+from test_e2e_invite import finish
 
 pytest.importorskip("deltachat_rpc_client")
 
@@ -60,15 +61,6 @@ def read_link(proc, deadline_s=60):
             break
     proc.kill()
     raise AssertionError(f"no invite link:\n{''.join(seen)}\n{proc.stderr.read()}")
-
-
-def finish(proc):
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out, err
 
 
 def first_picture_and_alarm(owner, cam, t0, cameras=1):

@@ -155,6 +155,17 @@ def test_setup_without_a_terminal_uses_the_suggested_relay_and_the_flags(short_t
     assert configured_address(cfg) == addr
 
 
+def test_setup_says_why_it_cannot_wait_for_a_join_without_imap(short_tmp, mailserver):
+    from conftest import write_config
+    addr, password = mailserver.new_user("camnoimap")
+    account = "\n".join(line for line in mailserver.account_toml(addr, password).splitlines()
+                         if not line.startswith("imap_"))
+    cfg = write_config(short_tmp, account + "\n")
+    proc = seccam("setup", "--yes", config=cfg)
+    assert proc.returncode == 78 and "account.imap_host is not set" in proc.stderr
+    assert "[2/4] The camera key" in proc.stdout
+
+
 def test_setup_stops_at_a_broken_account_and_a_bad_wait(short_tmp, relay):
     cfg = example_config(short_tmp)
     assert seccam("setup", "--wait", "0", config=cfg).returncode == 64

@@ -27,14 +27,12 @@ import dataclasses
 import logging
 import os
 import re
-import secrets
 import stat
 import time
 from pathlib import Path
 
 from . import config as _config
 from . import tomledit
-from .durable import fsync_dir, write_all
 from .errors import ConfigError, DataError, PermanentError, TemporaryError
 from .mailservers import Server, default_port
 
@@ -196,7 +194,7 @@ def write(config_path, settings, display_name=None, comments=(), now=None):
     configuration; the password file is named after the address, so the
     account in the old configuration keeps its own password file.
     """
-    config_path = Path(config_path)
+    config_path = Path(config_path).resolve()  # a symlinked configuration: write its target
     try:
         st = config_path.stat()
         text = config_path.read_bytes().decode("utf-8")
@@ -249,45 +247,37 @@ def _write_config(config_path, text, st, settings, secret, display_name, comment
     return Written(config_path, secret, ca_copy)
 
 
+def read_ca(path):
+    """The PEM certificate(s) in ``path``; DataError naming the file if it is not one."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the CA file: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise DataError(f"{path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return data
+
+
 def _keep_ca(config_path, settings):
     """The CA certificate, copied beside the configuration (the service user must read it, and the
     file given on the command line may be in a private home directory or a temporary one)."""
-    src = Path(settings.ca_file)
+    data = read_ca(settings.ca_file)
     dest = Path(config_path).parent / f"{file_safe(settings.imap.host)}-ca.pem"
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{src}: cannot read the CA file: {exc.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise DataError(f"{src}: not a PEM certificate")
     if not (dest.exists() and dest.read_bytes() == data):
         _replace_file(dest, data, 0o644, 0 if os.geteuid() == 0 else -1, 0 if os.geteuid() == 0 else -1)
     return dest
 
 
 def _replace_file(path, data, mode, uid, gid):
-    """Write ``data`` beside ``path``, with exactly ``mode`` (and owner, if we may), fsync, rename."""
+    """seccam.durable's atomic replacement, with exactly ``mode`` and owner (as root), and an error
+    that says what was (not) done."""
+    from . import durable
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if os.geteuid() == 0 and (uid, gid) != (-1, -1):
-                os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        durable.replace_bytes(path, data, mode, owner=(uid, gid))
+    except TemporaryError as exc:
         hint = " (run with sudo)" if exc.errno in (1, 13) and os.geteuid() != 0 else ""
-        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}{hint}; nothing was changed") from None
+        raise ConfigError(f"{path}: cannot write: {str(exc).partition(': ')[2]}{hint}; nothing was changed") from None
 
 
 def written_comment(how, now=None):

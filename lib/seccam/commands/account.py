@@ -191,7 +191,10 @@ def confirm(question, args):
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{question.rstrip('?')}: not confirmed (no terminal to ask); add --yes to confirm")
-    answer = input(f"{question} [y/N] ").strip().lower()
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
     if answer not in ("y", "yes"):
         raise UsageError("not confirmed; nothing was changed")
     return True
@@ -200,16 +203,11 @@ def confirm(question, args):
 def _ca_file(args):
     from pathlib import Path
 
-    from ..errors import DataError
+    from .. import account
     if not args.ca_file:
         return None
     path = Path(args.ca_file).absolute()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the CA file: {exc.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise DataError(f"{path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    account.read_ca(path)  # read as the invoking user, before anything else happens
     return path
 
 
@@ -312,8 +310,6 @@ def create_on_relay(current, rel, ca_file, args, how, make_key=True):
 # -- set -----------------------------------------------------------------------------------------
 def read_password(args, address):
     """The password: --password-file (read as the invoking user), else asked for without echo."""
-    import getpass
-
     from .. import account
     from ..errors import DataError, UsageError
     source = getattr(args, "password_file", None)
@@ -332,7 +328,18 @@ def read_password(args, address):
     if not sys.stdin.isatty():
         raise UsageError("no terminal to ask for the password: give it with --password-file FILE (or - for "
                          "standard input)")
-    return account.check_password(getpass.getpass(f"password of {address} (not shown): "), "the password")
+    return account.check_password(ask_secret(f"password of {address} (not shown): "), "the password")
+
+
+def ask_secret(prompt):
+    """Ask at the terminal without echo; the end of input is a clear refusal, not a traceback."""
+    import getpass
+
+    from ..errors import UsageError
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise UsageError("no answer (end of input); nothing was changed") from None
 
 
 def settings_explicit_or_found(address, password, args, login=None, ca_file=None, found=None, source=None):
@@ -377,13 +384,11 @@ def _set(args):
 
 # -- import --------------------------------------------------------------------------------------
 def read_login_url(args):
-    import getpass
-
     from ..errors import UsageError
     url = args.url
     if url in (None, "-"):
         if url is None and sys.stdin.isatty():
-            url = getpass.getpass("dclogin: URL (not shown): ")
+            url = ask_secret("dclogin: URL (not shown): ")
         elif url == "-" or not sys.stdin.isatty():
             url = sys.stdin.readline()
     if not url or not url.strip():

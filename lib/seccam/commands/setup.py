@@ -149,8 +149,12 @@ def _account_step(args, interactive):
 
 
 def _ask(question, default):
+    from ..errors import UsageError
     suffix = f" [{default}]" if default else ""
-    answer = input(f"{question}{suffix}: ").strip()
+    try:
+        answer = input(f"{question}{suffix}: ").strip()
+    except EOFError:
+        raise UsageError("no answer (end of input); nothing more was changed") from None
     return answer or default
 
 
@@ -186,10 +190,16 @@ def _owner_step(cfg, args):
     from ..gpg import Gpg, home_for
     from . import invite as invite_cmd
 
+    from ..errors import ConfigError
+
     ready = _usable_recipients(cfg)
     if ready:
         print(f"  done: {', '.join(ready)} (more people: sudo seccam invite)")
         return 0
+    if not cfg.account.imap_host:
+        raise ConfigError(f"{cfg.path}: account.imap_host is not set, and the camera reads your Delta Chat's "
+                          "answers to the invite over IMAP: sudo seccam account set ADDRESS --replace, or "
+                          "import your key by hand (docs/setup.md, The owner's key)")
     store = InviteStore(cfg.state_dir)
     fpr = Gpg(home_for(cfg.state_dir)).camera_key()
     record = next((r for r in store.all() if r.get("label") == INVITE_LABEL and status(r) == OPEN
