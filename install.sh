@@ -23,17 +23,19 @@
 #   5. Conffiles, with dpkg's conffile rule: /etc/cron.d/seccam (from `crontab`) and
 #      /etc/seccam/seccam.toml (from docs/example.toml). A file you edited is kept; when the
 #      default changed too, the new default is written beside it as FILE.dist. The checksum of
-#      the default last installed is kept in /var/lib/seccam/install/ to tell the cases apart.
+#      the default last installed is kept in /var/lib/seccam-install/ (root's alone: the service
+#      user must not be able to steer what root writes) to tell the cases apart.
 #   6. systemd units into /etc/systemd/system (where the admin's units live, so `systemctl cat`
-#      shows them at once; change them with drop-ins: `systemctl edit UNIT`), enabled by their
+#      shows them at once; change them with drop-ins: `systemctl edit UNIT`), with the sandbox
+#      every seccam service shares (seccam-.service.d/hardening.conf), enabled by their
 #      [Install] symlinks, as `systemctl enable` does; started (restarted after an upgrade)
-#      only when systemd is PID 1.
+#      only when systemd is PID 1. cron starts the jobs' units (bin/seccam-job).
 #   7. The camera key, once (`seccam keys init` as user seccam) when [account] is configured.
 #      Never again: Delta Chat treats a new key as a new contact.
 #   8. The demo cycle (`seccam demo`) on machines without GPIO and cameras.
 #
 # --root DIR: every path is prefixed with DIR, and what needs the real system is not done but
-# written to DIR/var/lib/seccam/install/staged: the packages to install, the user to create and
+# written to DIR/var/lib/seccam-install/staged: the packages to install, the user to create and
 # the owner, group and mode every path must get (files are owned by whoever runs install.sh).
 # No apt, useradd, chown, systemctl, key or demo in that mode.
 #
@@ -53,7 +55,12 @@ readonly ETC_DIR=/etc/seccam
 readonly CONFIG=/etc/seccam/seccam.toml
 readonly STATE_DIR=/var/lib/seccam
 readonly GNUPG_HOME=/var/lib/seccam/gnupg
-readonly RECORD_DIR=/var/lib/seccam/install
+readonly RECORD_DIR=/var/lib/seccam-install
+# Where versions before 2026-12 kept the records: inside the service user's own directory,
+# where that user could plant a symlink for root to follow. Read once (never through a
+# symlink), then removed.
+readonly OLD_RECORD_DIR=/var/lib/seccam/install
+readonly DROP_IN=seccam-.service.d/hardening.conf
 readonly SPOOL_DIR=/var/spool/seccam
 readonly CRON_FILE=/etc/cron.d/seccam
 readonly UNIT_DIR=/etc/systemd/system
@@ -502,9 +509,40 @@ ensure_user() {
 ensure_directories() {
   ensure_dir "${ETC_DIR}" 0750 root "${SERVICE_USER}"
   ensure_dir "${STATE_DIR}" 0700 "${SERVICE_USER}" "${SERVICE_USER}"
-  ensure_dir "${GNUPG_HOME}" 0700 "${SERVICE_USER}" "${SERVICE_USER}"
+  ensure_service_dir "${GNUPG_HOME}" 0700
   ensure_dir "${RECORD_DIR}" 0755 root root
   ensure_dir "${SPOOL_DIR}" 0750 "${SERVICE_USER}" "${SERVICE_USER}"
+}
+
+# A directory inside one the service user owns. That user can replace it with a symlink at
+# any moment, so root never follows one there: a symlink is removed, ownership is changed
+# with chown -h (a symlink swapped in meanwhile gets the new owner itself, nothing else), and
+# the mode is set as the service user, who can do no more than it could anyway.
+ensure_service_dir() {
+  local path=$1 mode=$2 dir
+  dir=$(target "${path}")
+  stage "owner ${SERVICE_USER}:${SERVICE_USER} ${mode} ${path}"
+  if [[ -L "${dir}" ]]; then
+    warn "${path} was a symlink (not made by seccam); replacing it with a directory"
+    run rm -f "${dir}"
+  fi
+  if [[ ! -d "${dir}" ]]; then
+    run install -d -m "${mode}" "${dir}"
+  fi
+  if [[ -n "${ROOT}" ]]; then
+    if [[ "$(stat -c '%a' "${dir}")" != "${mode#0}" ]]; then
+      run chmod "${mode}" "${dir}"
+    fi
+    return 0
+  fi
+  # shcov: skip-begin - a real installation only (the service user exists; tests use --root)
+  if [[ "$(stat -c '%U:%G' "${dir}")" != "${SERVICE_USER}:${SERVICE_USER}" ]]; then
+    run chown -h "${SERVICE_USER}:${SERVICE_USER}" "${dir}"
+  fi
+  if [[ "$(stat -c '%a' "${dir}")" != "${mode#0}" ]]; then
+    run runuser -u "${SERVICE_USER}" -- chmod "${mode}" "${dir}"
+  fi
+  # shcov: skip-end
 }
 
 # -- 4. code ----------------------------------------------------------------------------------
@@ -581,6 +619,8 @@ install_conffile() {
   new_sum=$(sha256_of "${src}")
   if [[ -r "$(target "${record}")" ]]; then
     old_sum=$(<"$(target "${record}")")
+  elif old_record_readable "${name}"; then
+    old_sum=$(<"$(target "${OLD_RECORD_DIR}/${name}.sha256")")
   fi
   if [[ ! -e "${file}" ]]; then
     ensure_file_atomic "${src}" "${path}" "${mode}" "${owner}" "${group}"
@@ -609,10 +649,19 @@ install_conffile() {
   ensure_content "${new_sum}"$'\n' "${record}" 0644 root root
 }
 
+# The record NAME of an older version, if it is a plain file reached without any symlink.
+old_record_readable() {
+  local dir file
+  dir=$(target "${OLD_RECORD_DIR}")
+  file="${dir}/$1.sha256"
+  [[ -d "${dir}" && ! -L "${dir}" && -f "${file}" && ! -L "${file}" ]]
+}
+
 install_conffiles() {
   # cron ignores files in /etc/cron.d whose names contain a dot, so seccam.dist is never run.
   install_conffile "${SRC}/crontab" "${CRON_FILE}" 0644 root root cron.d-seccam
   install_conffile "${SRC}/docs/example.toml" "${CONFIG}" 0640 root "${SERVICE_USER}" seccam.toml
+  remove_path "${OLD_RECORD_DIR}"  # rm -rf removes a symlink itself, never what it points to
 }
 
 # -- 6. units ---------------------------------------------------------------------------------
@@ -649,6 +698,11 @@ install_units() {
       CHANGED_UNITS+=("${unit}")
     fi
   done < <(unit_names)
+  ensure_dir "${UNIT_DIR}/${DROP_IN%/*}" 0755 root root
+  ensure_file "${SRC}/lib/systemd/system/${DROP_IN}" "${UNIT_DIR}/${DROP_IN}" 0644 root root
+  if ((LAST_CHANGED)); then
+    CHANGED_UNITS+=("${DROP_IN}")
+  fi
   for unit in "${ENABLED_UNITS[@]}"; do
     while IFS= read -r wanted; do
       ensure_symlink "${UNIT_DIR}/${unit}" "${UNIT_DIR}/${wanted}.wants/${unit}"
@@ -692,7 +746,7 @@ start_services() {
   for unit in "${ENABLED_UNITS[@]}"; do
     if ! systemctl is-active --quiet "${unit}"; then
       run systemctl start "${unit}"
-    elif unit_changed "${unit}" || { [[ "${unit}" == *.service ]] && ((CODE_CHANGED)); }; then
+    elif unit_changed "${unit}" || { [[ "${unit}" == *.service ]] && { ((CODE_CHANGED)) || unit_changed "${DROP_IN}"; }; }; then
       run systemctl restart "${unit}"
     fi
   done
@@ -840,6 +894,10 @@ do_uninstall() {
       removed=1
     fi
   done < <(units_to_remove)
+  if [[ -e "$(target "${UNIT_DIR}/${DROP_IN%/*}")" ]]; then
+    remove_path "${UNIT_DIR}/${DROP_IN%/*}"
+    removed=1
+  fi
   if ((removed)) && systemd_running; then
     run systemctl daemon-reload  # shcov: skip - systemd as PID 1 only (the tests run in a container without it)
   fi
@@ -855,6 +913,7 @@ do_uninstall() {
     remove_path "${ETC_DIR}"
     remove_path "${SPOOL_DIR}"
     remove_path "${STATE_DIR}"
+    remove_path "${RECORD_DIR}"
     if [[ -z "${ROOT}" ]] && getent passwd "${SERVICE_USER}" >/dev/null; then
       run userdel "${SERVICE_USER}"
     fi

@@ -121,11 +121,17 @@ def test_build_rejects_bad_input():
 
 
 # -- the update rules ---------------------------------------------------------------
-def test_first_header_pins_the_key(store, owner):
-    assert process_incoming(message(owner.export()), store, NOW) == Outcome.PINNED
+def test_first_header_offers_the_key_for_a_person_to_accept_but_never_pins_it(store, owner):
+    assert process_incoming(message(owner.export()), store, NOW) == Outcome.PENDING
     rec = store.record(OWNER)
-    assert rec["fingerprint"] == owner.fpr and rec["source"] == "autocrypt"
+    assert rec["fingerprint"] is None
+    assert [(p["fingerprint"], p["source"], p["verified"]) for p in rec["pending"]] == [(owner.fpr, "autocrypt", False)]
     assert rec["last_seen"] == autocrypt_iso(NOW - 60)
+
+
+def pin(store, key):
+    """A person on the Pi imported the key (the only way besides a verified invite)."""
+    assert store.import_key(OWNER, key.export(), "file") == Outcome.PINNED
 
 
 def autocrypt_iso(ts):
@@ -134,7 +140,8 @@ def autocrypt_iso(ts):
 
 
 def test_forged_message_with_other_key_leaves_pin_and_records_pending(store, owner, forger):
-    process_incoming(message(owner.export()), store, NOW)
+    pin(store, owner)
+    assert process_incoming(message(owner.export()), store, NOW) == Outcome.UNCHANGED
     assert process_incoming(message(forger.export(), date=NOW), store, NOW + 1) == Outcome.PENDING
     rec = store.record(OWNER)
     assert rec["fingerprint"] == owner.fpr
@@ -142,18 +149,21 @@ def test_forged_message_with_other_key_leaves_pin_and_records_pending(store, own
     assert store.encryption_fingerprints([OWNER]) == {OWNER: owner.fpr}
 
 
-def test_new_key_in_mail_signed_by_pinned_key_is_adopted(store, owner, forger):
-    """End to end: the owner's new key arrives in mail signed by the old one; the camera decrypts it."""
+def test_new_key_in_mail_signed_by_pinned_key_is_only_a_verified_pending_change(store, owner, forger):
+    """The owner's new key arrives in mail signed by the old one: a person still decides."""
     cam = store.gpg
     cam_fpr = cam.generate_camera_key(CAM)
-    process_incoming(message(owner.export()), store, NOW)
+    pin(store, owner)
     inner = message(forger.export(), date=NOW)  # the "new device" key, in a header of the signed message
     armored = owner.encrypt_sign(inner.as_bytes(), cam.export_minimal(cam_fpr))
-    plaintext, signer = cam.decrypt_verify(armored)
+    plaintext, signer, _ = cam.decrypt_verify(armored)
     assert signer == owner.fpr
     decrypted = email.message_from_bytes(plaintext, policy=email.policy.default)
-    assert process_incoming(decrypted, store, NOW + 1, signed_by=signer) == Outcome.ADOPTED
-    assert store.record(OWNER)["fingerprint"] == forger.fpr
+    assert process_incoming(decrypted, store, NOW + 1, verified=True) == Outcome.PENDING
+    rec = store.record(OWNER)
+    assert rec["fingerprint"] == owner.fpr
+    assert [(p["fingerprint"], p["source"], p["verified"]) for p in rec["pending"]] == \
+        [(forger.fpr, "autocrypt-signed", True)]
 
 
 def test_addr_must_equal_from(store, owner):
@@ -163,7 +173,7 @@ def test_addr_must_equal_from(store, owner):
 
 
 def test_addr_is_compared_case_insensitively(store, owner):
-    assert process_incoming(message(owner.export(), sender="OWNER@example.ORG"), store, NOW) == Outcome.PINNED
+    assert process_incoming(message(owner.export(), sender="OWNER@example.ORG"), store, NOW) == Outcome.PENDING
 
 
 def test_two_headers_are_ignored(store, owner, forger):
@@ -177,6 +187,7 @@ def test_no_header_is_ignored(store):
 
 
 def test_older_message_is_ignored(store, owner, forger):
+    pin(store, owner)
     process_incoming(message(owner.export(), date=NOW - 60), store, NOW)
     assert process_incoming(message(forger.export(), date=NOW - 3600), store, NOW) == Outcome.STALE
     assert store.record(OWNER)["pending"] == []
@@ -194,7 +205,7 @@ def test_missing_or_bad_date_counts_as_now(store, owner):
     assert autocrypt.effective_date(msg, NOW) == NOW
     msg = message(owner.export(), date=None, extra=[("Date", "not a date")])
     assert autocrypt.effective_date(msg, NOW) == NOW
-    assert process_incoming(msg, store, NOW) == Outcome.PINNED
+    assert process_incoming(msg, store, NOW) == Outcome.PENDING
 
 
 @pytest.mark.parametrize("value", ["auto-replied", "auto-generated", "Auto-Replied; owner-email=x"])
@@ -205,7 +216,7 @@ def test_auto_replies_are_ignored(store, owner, value):
 
 
 def test_auto_submitted_no_is_processed(store, owner):
-    assert process_incoming(message(owner.export(), extra=[("Auto-Submitted", "no")]), store, NOW) == Outcome.PINNED
+    assert process_incoming(message(owner.export(), extra=[("Auto-Submitted", "no")]), store, NOW) == Outcome.PENDING
 
 
 def test_multipart_report_is_ignored(store, owner):
@@ -253,3 +264,9 @@ def test_outcomes_are_strings_for_the_log():
 def test_a_header_shows_its_key_size_not_the_key():
     header = autocrypt.parse_header("addr=a@example.org; keydata=" + base64.b64encode(b"secret-ish key").decode())
     assert repr(header) == "Header(addr='a@example.org', prefer_encrypt='nopreference', keydata=14 bytes)"
+
+
+def test_a_header_object_is_parsed_as_its_text(owner):
+    from email.header import Header
+    header = parse_header(Header(build_header(OWNER, owner.export())))
+    assert header.addr == OWNER and header.keydata == owner.export()

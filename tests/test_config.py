@@ -103,6 +103,13 @@ def test_account_defaults_and_password_hidden_from_repr():
     assert "s3cret" not in repr(acc) and "s3cret" not in repr(cfg)
 
 
+@pytest.mark.parametrize("value", ["123456", "31415.9", "true", "[1, 2]", "2026-12-01"])
+def test_a_password_that_is_not_a_string_is_refused_without_echoing_it(value):
+    msg = error_of(BASE + ACCOUNT + f"password = {value}\n")
+    assert "account.password: expected a string" in msg and "put it in quotes" in msg
+    assert value not in msg
+
+
 def test_password_in_world_readable_config_refused():
     msg = error_of(BASE + ACCOUNT + 'password = "x"\n', mode=0o644)
     assert "account.password" in msg and "readable by others (mode 0644)" in msg

@@ -11,8 +11,7 @@ from helpers.cron import ENV_LINE, without_user_column
 
 REPO = Path(__file__).resolve().parent.parent
 CRONTAB = REPO / "crontab"
-# Jobs that later issues add; until then a missing file is an expected failure.
-LATER_JOBS = {"send", "inbox"}
+JOB = "/opt/seccam/bin/seccam-job"
 
 
 def _entries():
@@ -55,29 +54,38 @@ def test_crontab_sets_shell_and_path_explicitly():
 
 
 def test_heartbeat_runs_hourly_by_default():
-    [heartbeat] = [e for e in _entries() if e[2] == "/opt/seccam/jobs/heartbeat"]
+    [heartbeat] = [e for e in _entries() if e[2] == f"{JOB} heartbeat"]
     assert heartbeat[0] == "0 * * * *"
 
 
-def test_every_job_runs_as_seccam():
+def test_every_job_is_started_through_its_unit_as_root():
+    """Root only to start the unit: the job runs as seccam in the unit's sandbox (bin/seccam-job)."""
     entries = _entries()
     assert entries
-    assert {user for _, user, _ in entries} == {"seccam"}
+    assert {user for _, user, _ in entries} == {"root"}
+    assert {cmd.split()[0] for _, _, cmd in entries} == {JOB}
 
 
 def test_crontab_runs_capture_send_and_inbox_as_safety_net():
-    jobs = {Path(cmd.split()[0]).name: when for when, _, cmd in _entries()}
+    jobs = {cmd.split()[1]: when for when, _, cmd in _entries()}
     assert jobs == {"heartbeat": "0 * * * *", "capture": "* * * * *",
                     "send": "* * * * *", "inbox": "*/5 * * * *"}
 
 
 @pytest.mark.parametrize("command", [cmd for _, _, cmd in _entries()])
-def test_crontab_job_is_under_opt_seccam_jobs_and_exists_in_repo(command, request):
-    program = Path(command.split()[0])
-    assert program.parent == Path("/opt/seccam/jobs"), program
-    in_repo = REPO / "jobs" / program.name
-    if program.name in LATER_JOBS and not in_repo.exists():
-        request.applymarker(pytest.mark.xfail(reason="added by encrypted-delivery issue",
-                                              strict=True))
-    assert in_repo.is_file(), f"{in_repo} missing"
-    assert in_repo.stat().st_mode & 0o111, f"{in_repo} not executable"
+def test_every_cron_job_has_a_unit_and_a_job_program(command):
+    job = command.split()[1]
+    assert (REPO / "jobs" / job).is_file() and (REPO / "jobs" / job).stat().st_mode & 0o111
+    unit = REPO / "lib" / "systemd" / "system" / f"seccam-{job}.service"
+    assert f"ExecStart=/opt/seccam/jobs/{job}\n" in unit.read_text()
+
+
+def test_the_header_examples_are_heartbeat_lines_that_cron_accepts(tmp_path):
+    examples = [line.split(":", 1)[1].strip() for line in CRONTAB.read_text().splitlines()
+                if line.startswith("#   ") and f"{JOB} heartbeat" in line]
+    assert len(examples) >= 4
+    if shutil.which("crontab"):
+        copy = tmp_path / "crontab"
+        copy.write_text(without_user_column("\n".join(examples) + "\n"))
+        result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr + result.stdout

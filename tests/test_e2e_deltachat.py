@@ -4,9 +4,12 @@ owner's vCard -> ``seccam keys import`` -> ``seccam trigger`` -> jobs/capture ->
 -> the owner's Delta Chat shows every camera's preview and full image with the padlock, as
 images, byte-identical, from the camera's key-contact. Heartbeats likewise; two recipients
 get one encrypted group. The owner's key also reaches the camera the Autocrypt way: an owner
-with ``force_encryption`` turned off writes to the camera in clear text, jobs/inbox pins the
-key from the Autocrypt header, and the alarm arrives with the padlock. All seccam programs
-run as subprocesses (sys.executable).
+with ``force_encryption`` turned off writes to the camera in clear text, jobs/inbox records
+the key from the Autocrypt header as pending (mail never pins a key), a person compares the
+fingerprint and accepts it, and the held alarm arrives with the padlock. And a forged replay:
+the owner's own chat message to the camera, re-sent with the attacker's key in the outer
+Autocrypt header, changes nothing: the next alarm still reaches the owner's Delta Chat with
+the padlock. All seccam programs run as subprocesses (sys.executable).
 
 The plaintext set is gone after encryption, so the reference image bytes come from the sent
 messages decrypted with the camera's own key (the camera encrypts to itself too).
@@ -56,7 +59,7 @@ def camera_images(mailserver, cam_addr, since, home):
         if rec.mail_from.lower() != cam_addr:
             continue
         outer = email.message_from_bytes(rec.raw, policy=email.policy.default)
-        plain, signer = gpg.decrypt_verify(outer.get_payload()[1].get_payload(decode=True))
+        plain, signer, _ = gpg.decrypt_verify(outer.get_payload()[1].get_payload(decode=True))
         inner = email.message_from_bytes(plain, policy=email.policy.default)
         images = [p for p in inner.iter_parts() if p.get_content_type() == "image/jpeg"]
         sha = hashlib.sha256(images[0].get_content()).hexdigest() if images else None
@@ -154,13 +157,20 @@ def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clea
     assert outer.get_content_type() != "multipart/encrypted" and outer["Autocrypt"]  # clear text + key
 
     run_ok(run, "jobs/inbox", config=cfg)  # as cron runs it
+    assert mailserver.fetch_inbox(cam_addr) == []  # read and deleted
+    # Mail alone never pins a key: it is pending until a person compares and accepts it.
     listed = json.loads(run_ok(run, "bin/seccam", "keys", "list", "--json", config=cfg).stdout)
     owner = [r for r in listed["recipients"] if r["address"] == dc_owner.addr]
-    assert owner and owner[0]["fingerprint"] == dc_owner.fingerprint()
-    assert owner[0]["source"] == "autocrypt"
-    assert mailserver.fetch_inbox(cam_addr) == []  # read and deleted
+    assert owner and owner[0]["fingerprint"] is None
+    assert [(p["fingerprint"], p["source"]) for p in owner[0]["pending"]] == [(dc_owner.fingerprint(), "autocrypt")]
+    run_ok(run, "jobs/send", config=cfg)
+    assert camera_images(mailserver, cam_addr, since, home) == []  # still held
+    run_ok(run, "bin/seccam", "keys", "accept", dc_owner.addr, dc_owner.fingerprint(), config=cfg)
+    listed = json.loads(run_ok(run, "bin/seccam", "keys", "list", "--json", config=cfg).stdout)
+    owner = [r for r in listed["recipients"] if r["address"] == dc_owner.addr]
+    assert owner[0]["fingerprint"] == dc_owner.fingerprint() and owner[0]["source"] == "autocrypt"
 
-    # The held alarm goes out with the next jobs/send (jobs/inbox may already have sent it).
+    # The held alarm goes out with the next jobs/send.
     run_ok(run, "jobs/send", config=cfg)
     sent = camera_images(mailserver, cam_addr, since, home)
     fpr = camera_fpr(home)
@@ -171,3 +181,71 @@ def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clea
         assert m.show_padlock and m.view_type == "Image" and m.file_sha256 == sha
         assert m.sender_is_key_contact and m.sender_fingerprint == fpr
     assert len({m.chat_id for m in got}) == 1 and got[0].chat_id != chat.id  # the key-contact's chat
+
+
+def test_a_replayed_owner_message_with_a_forged_autocrypt_key_does_not_redirect_the_next_alarm(
+        short_tmp, mailserver, dc_owner, run):
+    """Issue 10, hole 1a, end to end: the owner types into the camera chat; the camera's mail
+    provider (or a group co-member) re-sends that ciphertext with the attacker's key in the
+    outer Autocrypt header. The pin holds and the next alarm arrives with the padlock."""
+    import json
+    from helpers import forgery
+    from seccam import autocrypt
+    from seccam.gpg import Gpg
+    from helpers.sendkit import kill_agent, short_dir
+    cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
+    run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+    run_ok(run, "jobs/capture", config=cfg)
+    run_ok(run, "jobs/send", config=cfg)
+    seen = set()
+    got = camera_messages(dc_owner, cam_addr, 4, seen, TIMEOUT)
+    chat = dc_owner.account.get_chat_by_id(got[0].chat_id)
+    chat.accept()
+    since = len(mailserver.received)
+    msg = chat.send_text("Thanks, camera. All good here.")
+    dc_owner.wait_for_delivered(msg, timeout=TIMEOUT)
+    rec = mailserver.wait_for_received(lambda m: m.mail_from.lower() == dc_owner.addr, timeout=TIMEOUT, start=since)
+    assert mailserver.wait_for_response(rec).startswith("250")
+    assert email.message_from_bytes(rec.raw).get_content_type() == "multipart/encrypted"
+    proc = run_ok(run, "jobs/inbox", "-v", config=cfg)
+    # Delta Chat's own message passes the camera's authentication (the replay journal has it).
+    assert (short_tmp / "state" / "replay.json").exists(), proc.stderr
+    journal = json.loads((short_tmp / "state" / "replay.json").read_text())
+    assert journal["senders"][dc_owner.addr]["fingerprint"] == dc_owner.fingerprint()
+
+    mallory_home = short_dir("scm")
+    try:
+        mallory = Gpg(mallory_home)
+        mallory_fpr = mallory.generate_camera_key(dc_owner.addr)
+        evil = autocrypt.build_header(dc_owner.addr, mallory.export_minimal(mallory_fpr))
+        forged = forgery.wrap(forgery.armored_of(rec.raw), dc_owner.addr, [cam_addr], evil)
+        _smtp_deliver(mailserver, cam_addr, forged)
+        run_ok(run, "jobs/inbox", config=cfg)
+        assert mailserver.fetch_inbox(cam_addr) == []
+        listed = json.loads(run_ok(run, "bin/seccam", "keys", "list", "--json", config=cfg).stdout)
+        owner = [r for r in listed["recipients"] if r["address"] == dc_owner.addr]
+        assert owner[0]["fingerprint"] == dc_owner.fingerprint()
+        assert mallory_fpr not in {p["fingerprint"] for p in owner[0]["pending"]}  # the outer header is not read
+
+        since = len(mailserver.received)
+        run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+        run_ok(run, "jobs/capture", config=cfg)
+        run_ok(run, "jobs/send", config=cfg)
+        fpr = camera_fpr(short_tmp / "state" / "gnupg")
+        got = camera_messages(dc_owner, cam_addr, 4, seen, TIMEOUT)
+        assert all(m.show_padlock and m.view_type == "Image" and m.sender_fingerprint == fpr for m in got)
+        assert len({m.chat_id for m in got}) == 1 and got[0].chat_id == chat.id
+        for out in mailserver.received[since:]:
+            if out.mail_from.lower() == cam_addr:
+                with pytest.raises(Exception):
+                    mallory.decrypt_verify(forgery.armored_of(out.raw))
+    finally:
+        kill_agent(mallory_home)
+        import shutil
+        shutil.rmtree(mallory_home, ignore_errors=True)
+
+
+def _smtp_deliver(mailserver, to, raw):
+    import smtplib
+    with smtplib.SMTP(mailserver.host, mailserver.smtp_plain_port, timeout=10) as s:
+        s.sendmail("relay@seccam.test", [to], raw)

@@ -4,6 +4,7 @@ import base64
 import email
 import email.policy
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_camera_can_read_its_own_messages(cam):
     encrypt.process(cam.config, spool)
     raw = spool.items("outbox.new")[0].read_bytes()
     armored = email.message_from_bytes(raw, policy=email.policy.default).get_payload()[1].get_payload(decode=True)
-    plain, signer = cam.gpg().decrypt_verify(armored)
+    plain, signer, _ = cam.gpg().decrypt_verify(armored)
     assert signer == cam.fingerprint and b"protected-headers" in plain
 
 
@@ -270,24 +271,116 @@ def test_configured_group_id_and_name_are_used():
         c.close()
 
 
-def test_missing_recipient_key_holds_the_set_until_the_key_is_imported():
+def test_a_recipient_without_a_key_holds_only_its_own_copy_until_its_key_is_imported():
+    """Issue 10, hole 4: recipients are independent."""
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        spool = c.spool
+        owner, bob = c.recipients
+        sendkit.import_recipient(c.config, owner)
+        _, files = sendkit.make_set(spool, SET1)
+        result = encrypt.process(c.config, spool)
+        # The owner's alarm goes at once, encrypted to the owner (and the camera) only.
+        assert (result.sets, result.messages, result.held) == (1, 4, 1)
+        for path in spool.items("outbox.new"):
+            raw, outer, inner, signer = open_message(path, owner)
+            assert signer == c.fingerprint and outer["To"] == "owner@seccam.test"
+            assert inner["Chat-Group-Member-Fpr"] == owner.fingerprint  # a group, even while bob has no key
+            with pytest.raises(Exception):
+                sendkit.decrypt_message(raw, bob)
+        # Bob's copy waits, with a reason that names him and what to do; images are hard links.
+        (held,) = spool.items("sets.held")
+        assert held.name == encrypt.copy_id(SET1, "bob@seccam.test") + ".set"
+        reason = spool.read_reason(held)
+        assert "bob@seccam.test" in reason and "owner@seccam.test" not in reason
+        assert "seccam keys import FILE" in reason
+        assert (held / "front.jpg").read_bytes() == files["front.jpg"]
+        assert encrypt.process(c.config, spool).held == 0 and spool.items("sets.held") == [held]
+        for path in spool.items("outbox.new"):
+            spool.remove(path)  # sent
+        # Bob's key arrives: his copy goes to him alone, in the same group, now with both members.
+        sendkit.import_recipient(c.config, bob)
+        result = encrypt.process(c.config, spool)
+        assert (result.released, result.sets, result.messages) == (1, 1, 4)
+        assert spool.items("sets.held") == [] and not os.path.exists(str(held) + ".reason")
+        for path in spool.items("outbox.new"):
+            assert path.name.startswith(encrypt.copy_id(SET1, "bob@seccam.test") + ".")
+            raw, outer, inner, signer = open_message(path, bob)
+            assert outer["To"] == "bob@seccam.test"  # the SMTP envelope: bob only
+            assert str(inner["To"]) == "owner@seccam.test, bob@seccam.test"
+            assert inner["Chat-Group-Member-Fpr"] == f"{owner.fingerprint} {bob.fingerprint}"
+            assert inner["Chat-Group-ID"] == encrypt.group_id(c.config, c.fingerprint)
+            with pytest.raises(Exception):
+                sendkit.decrypt_message(raw, owner)
+        first = open_message(spool.items("outbox.new")[0], bob)[2]
+        assert "held until your key reached the camera" in text_of(first)
+    finally:
+        c.close()
+
+
+def test_a_killed_run_never_makes_a_second_copy_for_a_recipient_without_a_key():
     c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
     try:
         spool = c.spool
         sendkit.import_recipient(c.config, c.recipients[0])
+        path, _ = sendkit.make_set(spool, SET1)
+        crypto = encrypt.prepare(c.config)
+        meta = encrypt.load_meta(path)
+        assert encrypt._hold_copy(spool, path, SET1, meta, "bob@seccam.test") == 1
+        # as if killed before the set was removed: the rerun sees the copy and makes none
+        assert encrypt._hold_copy(spool, path, SET1, meta, "bob@seccam.test") == 0
+        (path / (".held-for-" + encrypt.copy_id(SET1, "bob@seccam.test"))).unlink()
+        assert encrypt._hold_copy(spool, path, SET1, meta, "bob@seccam.test") == 0  # found in sets/held
+        result = encrypt.process(c.config, spool, crypto=crypto)
+        assert result.held == 0 and len(spool.items("sets.held")) == 1
+    finally:
+        c.close()
+
+
+def test_heartbeats_are_not_kept_for_a_recipient_without_a_key():
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        sendkit.import_recipient(c.config, c.recipients[0])
+        sendkit.make_set(c.spool, "20261125T191100.000001Z.11.aaaa-heartbeat", kind="heartbeat")
+        result = encrypt.process(c.config, c.spool)
+        assert (result.sets, result.held) == (1, 0) and c.spool.items("sets.held") == []
+    finally:
+        c.close()
+
+
+def test_nobody_with_a_key_holds_the_whole_set_and_the_first_key_releases_it():
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        spool = c.spool
         sendkit.make_set(spool, SET1)
-        result = encrypt.process(c.config, spool)
-        assert result.held == 1 and outbox(spool) == []
+        assert encrypt.process(c.config, spool).held == 1
         (held,) = spool.items("sets.held")
-        reason = spool.read_reason(held)
-        assert "bob@seccam.test" in reason and "owner@seccam.test" not in reason
-        assert "seccam keys import FILE" in reason
-        assert (held / "front.jpg").exists()  # nothing lost, nothing encrypted
-        assert encrypt.process(c.config, spool).held == 0 and spool.items("sets.held") == [held]
-        sendkit.import_recipient(c.config, c.recipients[1])
+        assert held.name == SET1 + ".set"
+        assert "owner@seccam.test, bob@seccam.test" in spool.read_reason(held)
+        sendkit.import_recipient(c.config, c.recipients[0])
         result = encrypt.process(c.config, spool)
-        assert (result.released, result.sets, result.messages) == (1, 1, 4)
-        assert spool.items("sets.held") == [] and not os.path.exists(str(held) + ".reason")
+        assert (result.released, result.sets, result.messages, result.held) == (1, 1, 4, 1)
+        assert [p.name for p in spool.items("sets.held")] == [encrypt.copy_id(SET1, "bob@seccam.test") + ".set"]
+    finally:
+        c.close()
+
+
+def test_held_plaintext_is_deleted_after_hold_days_and_counted():
+    c = sendkit.make_camera(recipients=("owner@seccam.test",), import_keys=False,
+                            delivery_extra="hold_days = 2\n")
+    try:
+        spool = c.spool
+        sendkit.make_set(spool, SET1)  # created 2026-11-25 19:11 UTC
+        sendkit.make_set(spool, SET2)
+        t0 = 1795_000_000  # 2026-11-18: before the sets were made
+        assert encrypt.process(c.config, spool, now=t0).held == 2
+        day = 86400
+        created = 1795633860  # 2026-11-25T19:11:00Z
+        assert encrypt.process(c.config, spool, now=created + 2 * day - 1).expired == 0
+        result = encrypt.process(c.config, spool, now=created + 2 * day + 30)
+        assert result.expired == 1 and [p.name for p in spool.items("sets.held")] == [SET2 + ".set"]
+        pruned = spool.read_state("pruned")
+        assert pruned["count"] == 1 and pruned["recent"][0]["name"] == SET1 + ".set"
     finally:
         c.close()
 
@@ -515,3 +608,46 @@ def test_a_camera_whose_image_is_missing_from_the_set_is_reported_as_failed(shor
     planned = encrypt.plan(encrypt.load_meta(path), path)
     assert [(p.camera, p.kind) for p in planned] == [("yard", "preview"), ("yard", "full")]
     assert "Camera front failed: image missing from the set" in planned[0].text
+
+
+def test_held_sets_that_are_odd_are_never_lost():
+    """A held copy whose meta is unreadable is released like a whole set (and then set aside by the
+    usual check); a held set whose name carries no time is never expired; a copy's reason is kept
+    current; 'for' is only valid on an alarm."""
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        spool = c.spool
+        sendkit.import_recipient(c.config, c.recipients[0])
+        sendkit.make_set(spool, SET1)
+        encrypt.process(c.config, spool)
+        (copy,) = spool.items("sets.held")
+        spool.write_reason(copy, "an older reason")
+        odd = spool.dir("sets.held") / "no-time-to-x-alarm.set"
+        odd.mkdir()
+        (odd / "meta.json").write_text("{broken")
+        result = encrypt.process(c.config, spool, now=4_000_000_000)  # far beyond hold_days for SET1's copy
+        assert not copy.exists() and not odd.exists() and result.set_aside == 1  # released (unreadable = whole set), then set aside
+        assert any("no-time-to-x-alarm" in p.name for p in spool.items("corrupt"))
+        # The copy of SET1 expired (created 2026): nothing else was removed by age.
+        assert result.expired == 1 and spool.items("sets.held") == []
+        sendkit.make_set(spool, SET2)
+        encrypt.process(c.config, spool)
+        (copy,) = spool.items("sets.held")
+        spool.write_reason(copy, "an older reason")
+        encrypt.process(c.config, spool)
+        assert spool.read_reason(copy) == encrypt.missing_key_reason("bob@seccam.test")
+        weird = spool.dir("sets.held") / "not-a-time.set"
+        weird.mkdir()
+        assert encrypt._created(weird.name) is None
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("meta_for, kind", [(5, "alarm"), ("bob@seccam.test", "heartbeat")])
+def test_a_for_field_that_is_not_one_address_of_an_alarm_is_malformed(cam, meta_for, kind):
+    path, _ = sendkit.make_set(cam.spool, SET1, kind=kind)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["for"] = meta_for
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(encrypt.SpoolFormatError, match="for is not one recipient's address"):
+        encrypt.load_meta(path)

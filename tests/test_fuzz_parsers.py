@@ -8,7 +8,15 @@ another exception (a traceback on a camera is a lost alarm).
 Inbound mail goes through ``seccam.inbox.handle`` (what jobs/inbox does with
 one fetched message) in-process, with a real config, camera key, key store and
 open invite under a short temporary directory, real gpg, and a fake SMTP
-connection for Secure-Join replies: no IMAP needed.
+connection for Secure-Join replies: no IMAP needed. For mail the property is
+more than "no crash": after every message the security invariants of
+docs/security.md hold (:func:`_check_invariants`): the owner's pinned key never
+changes, no address gains a pinned key except through a completed join of the
+open invite (a person's consent), and the next alarm is encrypted to pinned
+keys only. The pool of real pieces is the attack material of issue 10: the
+owner's signed chat messages, the same ciphertexts under forged outer headers,
+an owner message to Mallory unwrapped and re-encrypted to the camera, and
+Mallory's own signed messages claiming the owner's address.
 """
 
 import base64
@@ -146,7 +154,8 @@ def test_image_set_meta_fuzz(tmp_path_factory, meta):
 MAIL_FUZZ = settings(max_examples=120, deadline=None, derandomize=REPRODUCIBLE,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CAM_ADDR, OWNER, STRANGER = "cam@seccam.test", "owner@seccam.test", "stranger@seccam.test"
-DISPOSITIONS = {"dropped", "set-aside", "autocrypt", "securejoin"}
+MALLORY = "mallory@seccam.test"
+DISPOSITIONS = {"dropped", "set-aside", "autocrypt", "securejoin", "unauthenticated", "replay"}
 
 
 class _NoSmtp:
@@ -174,53 +183,92 @@ def mailbox():
     from seccam.invites import InviteStore
     from seccam.spool import Spool
 
-    root, owner_home = short_dir("scz"), short_dir("scy")
+    from seccam import keys
+    from helpers import forgery
+
+    root, owner_home, mallory_home = short_dir("scz"), short_dir("scy"), short_dir("scx")
     path = root / "seccam.toml"
     path.write_text(f'spool_dir = "{root}/spool"\nstate_dir = "{root}/state"\n[account]\naddress = "{CAM_ADDR}"\n'
                     'password = "x"\nsmtp_host = "127.0.0.1"\nsmtp_security = "plain"\n'
-                    f'[delivery]\nrecipients = ["{OWNER}"]\n')
+                    f'[delivery]\nrecipients = ["{OWNER}", "{STRANGER}"]\n')
     path.chmod(0o600)
     cfg = config.load(path)
     cam = Gpg(cfg.state_dir / "gnupg")
     cam_fpr = cam.generate_camera_key(CAM_ADDR)
     owner = Gpg(owner_home)
     owner_fpr = owner.generate_camera_key(OWNER)
-    owner.import_keys(cam.export_armored(cam_fpr))
+    mallory = Gpg(mallory_home)
+    mallory_fpr = mallory.generate_camera_key(OWNER)  # a key of his own, claiming the owner's address
+    for a, b in ((owner, cam), (owner, mallory), (mallory, cam), (mallory, owner)):
+        a.import_keys(b.export_armored(cam_fpr if b is cam else owner_fpr if b is owner else mallory_fpr))
     owner_key, cam_key = owner.export_minimal(owner_fpr), cam.export_minimal(cam_fpr)
+    mallory_key = mallory.export_minimal(mallory_fpr)
+    # A person pinned the owner's key on the Pi; the stranger (also a configured recipient) has none.
+    keys.open_store(cfg, cam).import_key(OWNER, owner.export_armored(owner_fpr), "file:owner.asc")
     invite = InviteStore(cfg.state_dir).create(CAM_ADDR, cam_fpr, "Front door", uses=100)
 
-    def encrypted(inner, recipients=(cam_fpr,), sign=True):
+    def encrypted(inner, recipients=(cam_fpr,), sign=True, signer=owner_fpr, gpg=owner):
         if sign:
-            return owner.encrypt_sign(inner, list(recipients), signer=owner_fpr)
+            return gpg.encrypt_sign(inner, list(recipients), signer=signer)
         import subprocess
         return subprocess.run(["gpg", "--homedir", str(owner_home), "--batch", "--trust-model", "always", "-a", "-e",
                                *[a for r in recipients for a in ("-r", r)]], input=inner, capture_output=True,
                               check=True).stdout
 
     good_ac = autocrypt.build_header(OWNER, owner_key)
+    evil_ac = autocrypt.build_header(OWNER, mallory_key)
     inner_join = (f"From: <{OWNER}>\r\nSecure-Join: vc-request-with-auth\r\nSecure-Join-Auth: {invite['auth']}\r\n"
                   f"Secure-Join-Fingerprint: {owner_fpr}\r\n"
                   f"Autocrypt-Gossip: {autocrypt.build_header(CAM_ADDR, cam_key, None)}\r\n"
                   "Content-Type: text/plain\r\n\r\nauth\r\n").encode()
+    chat = forgery.inner_message(OWNER, [CAM_ADDR], autocrypt_keydata=owner_key)        # authenticated
+    to_mallory = forgery.inner_message(OWNER, [MALLORY], autocrypt_keydata=owner_key)   # for someone else
+    claims = forgery.inner_message(OWNER, [CAM_ADDR], autocrypt_keydata=mallory_key)    # Mallory signs
+    rewrapped = forgery.rewrap(mallory_home, forgery.unwrap(
+        mallory_home, encrypted(to_mallory, recipients=(mallory_fpr, owner_fpr))), [cam_fpr])
     armored = [encrypted(inner_join),
                encrypted(f"From: <{OWNER}>\r\nAutocrypt: {good_ac}\r\nContent-Type: text/plain\r\n\r\nhi\r\n".encode()),
                encrypted(b"Content-Type: multipart/report\r\n\r\nx\r\n"),
                encrypted(b"\x00\xff garbage, not MIME"),
                encrypted(b"Content-Type: text/plain\r\n\r\nunsigned\r\n", sign=False),
-               encrypted(b"Content-Type: text/plain\r\n\r\nfor the owner only\r\n", recipients=(owner_fpr,))]
+               encrypted(b"Content-Type: text/plain\r\n\r\nfor the owner only\r\n", recipients=(owner_fpr,)),
+               encrypted(chat), rewrapped, encrypted(claims, signer=mallory_fpr, gpg=mallory),
+               encrypted(inner_join.replace(owner_fpr.encode(), mallory_fpr.encode()), signer=mallory_fpr, gpg=mallory)]
     env = mime.Envelope(from_name="Owner", from_addr=OWNER, to=(CAM_ADDR,),
                         date=_dt.datetime(2026, 11, 25, tzinfo=_dt.timezone.utc),
                         message_id="<fuzz@seccam.test>", subject="[...]")
-    whole = [mime.build_outer(env, good_ac, a.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")) for a in armored]
+    whole = [mime.build_outer(env, ac, a.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+             for a in armored for ac in (good_ac, evil_ac)]
     spool = Spool(cfg.spool_dir).ensure()
     session = inbox._Session(cfg, spool, time.time, _NoSmtp)
-    yield {"session": session, "armored": armored, "whole": whole, "good_ac": good_ac, "invite": invite,
-           "owner_key": owner_key, "owner_fpr": owner_fpr}
+    yield {"session": session, "armored": armored, "whole": whole, "good_ac": good_ac, "evil_ac": evil_ac,
+           "invite": invite, "owner_key": owner_key, "owner_fpr": owner_fpr, "mallory_key": mallory_key,
+           "mallory_fpr": mallory_fpr, "config": cfg, "cam": cam}
     session.close()
-    for home in (cfg.state_dir / "gnupg", owner_home):
+    for home in (cfg.state_dir / "gnupg", owner_home, mallory_home):
         kill_agent(home)
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(owner_home, ignore_errors=True)
+    for d in (root, owner_home, mallory_home):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _check_invariants(mb):
+    """The security invariants (docs/security.md), after every inbound message."""
+    from seccam import encrypt, keys
+    from seccam.invites import InviteStore
+    cfg = mb["config"]
+    store = keys.KeyStore(cfg.state_dir)
+    assert store.record(OWNER)["fingerprint"] == mb["owner_fpr"], "the owner's pinned key changed"
+    joins = {(j["address"], j["fingerprint"]) for inv in InviteStore(cfg.state_dir).all() for j in inv["joins"]}
+    pinned = {}
+    for rec in store.records():
+        if rec.get("fingerprint"):
+            pinned[rec["address"]] = rec["fingerprint"]
+            if rec["address"] != OWNER:
+                assert (rec["address"], rec["fingerprint"]) in joins, f"{rec['address']} got a key without a join"
+        assert sum(not p.get("verified") for p in rec["pending"]) <= keys.MAX_PENDING
+    crypto = encrypt.prepare(cfg, mb["cam"])
+    assert set(crypto.recipient_fprs) <= set(pinned.values())
+    assert crypto.recipient_fprs[crypto.recipients.index(OWNER)] == mb["owner_fpr"]
 
 
 def _handle(mailbox, raw):
@@ -234,6 +282,7 @@ def _handle(mailbox, raw):
         return "error"
     assert disposition in DISPOSITIONS, disposition
     assert "\n" not in detail and "\r" not in detail, detail  # one log line, no injected lines
+    _check_invariants(mailbox)
     return disposition
 
 
@@ -243,10 +292,11 @@ def _mail_strategies(mb):
     text = st.text(max_size=60) | st.text(string.printable, max_size=60) | huge
     addr = st.sampled_from([OWNER, CAM_ADDR, STRANGER, "OWNER@SECCAM.TEST", f'"Owner" <{OWNER}>', "a@b@c", "<>", "",
                             f"{OWNER}, {STRANGER}", "=?utf-8?b?AAAA?= <x@y>", f"<{OWNER}>\r\n X-Injected: 1"]) | text
-    keydata = (st.just(mb["owner_key"]) | st.binary(min_size=1, max_size=300)
+    keydata = (st.just(mb["owner_key"]) | st.just(mb["mallory_key"]) | st.binary(min_size=1, max_size=300)
                | st.binary(min_size=1, max_size=40).map(lambda b: mb["owner_key"][:len(b) * 7] + b))
     from seccam import autocrypt
     ac = (st.just(mb["good_ac"])
+          | st.just(mb["evil_ac"])
           | st.tuples(st.sampled_from([OWNER, STRANGER, CAM_ADDR, ""]), keydata).map(
               lambda t: autocrypt.build_header(t[0], t[1]) if t[0] else f"keydata={base64.b64encode(t[1]).decode()}")
           | st.tuples(st.sampled_from([OWNER, STRANGER]), b64ish).map(lambda t: f"addr={t[0]}; keydata={t[1]}")

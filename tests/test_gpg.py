@@ -4,6 +4,7 @@ and every failure turned into GpgError."""
 import os
 import stat
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_encrypt_sign_roundtrip_with_signer(camera):
     armored = camera.encrypt_sign(payload, [fpr], signer=fpr)
     assert armored.startswith(b"-----BEGIN PGP MESSAGE-----\n")
     assert b"Version:" not in armored
-    plaintext, signer = camera.decrypt_verify(armored)
+    plaintext, signer, _ = camera.decrypt_verify(armored)
     assert plaintext == payload and signer == fpr
 
 
@@ -203,18 +204,19 @@ def test_decrypt_reports_owner_signature(camera, owner):
     fpr = camera.camera_key()
     camera.import_keys(owner.export())
     msg = owner.encrypt_sign(b"hi camera", camera.export_minimal(fpr))
-    assert camera.decrypt_verify(msg) == (b"hi camera", owner.fpr)
+    assert camera.decrypt_verify(msg)[:2] == (b"hi camera", owner.fpr)
+    assert abs(camera.decrypt_verify(msg).signed_at - time.time()) < 600
 
 
 def test_unsigned_mail_has_no_signer(camera, owner):
     msg = owner.encrypt_sign(b"unsigned", camera.export_minimal(camera.camera_key()), sign=False)
-    assert camera.decrypt_verify(msg) == (b"unsigned", None)
+    assert camera.decrypt_verify(msg) == (b"unsigned", None, None)
 
 
 def test_signature_by_unknown_key_has_no_signer(camera, owner):
     # the owner's key is not in the camera's keyring: the signature cannot be checked
     msg = owner.encrypt_sign(b"who?", camera.export_minimal(camera.camera_key()))
-    assert camera.decrypt_verify(msg) == (b"who?", None)
+    assert camera.decrypt_verify(msg) == (b"who?", None, None)
 
 
 def test_decrypt_with_strangers_key_fails(camera, short_dir):
@@ -340,3 +342,10 @@ def test_a_message_whose_signature_does_not_match_its_text_is_refused(camera, gp
                     "--recipient", fpr, "--encrypt", input=bytes(signed))
     with pytest.raises(GpgError, match="decrypt"):
         camera.decrypt_verify(encrypted)
+
+
+def test_a_signature_time_is_read_in_both_of_gpgs_formats():
+    from seccam.gpg import _sig_time
+    assert _sig_time("1796138376") == 1796138376.0
+    assert _sig_time("20261201T100000") == 1796119200.0
+    assert _sig_time("soon") is None

@@ -24,7 +24,7 @@ from helpers.shell import run_bash
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir())
+OUR_UNITS = sorted(p.name for p in (REPO / "lib/systemd/system").iterdir() if p.is_file())
 # Paths a real installation touches: the dry run on this system must leave them as they were.
 SYSTEM_PATHS = ["/etc/seccam", "/opt/seccam", "/var/lib/seccam", "/var/spool/seccam", "/etc/cron.d",
                 "/etc/systemd/system", "/usr/local/bin/seccam"]
@@ -75,7 +75,7 @@ def snapshot(*tops):
 
 
 def staged(root):
-    return (root / "var/lib/seccam/install/staged").read_text().splitlines()
+    return (root / "var/lib/seccam-install/staged").read_text().splitlines()
 
 
 def os_release(tmp_path, text):
@@ -146,7 +146,7 @@ def test_root_install_puts_the_conffiles_in_place(installed):
     config = installed / "etc/seccam/seccam.toml"
     assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
     assert config.read_bytes() == (REPO / "docs/example.toml").read_bytes() and mode(config) == 0o640
-    record = installed / "var/lib/seccam/install"
+    record = installed / "var/lib/seccam-install"
     assert (record / "cron.d-seccam.sha256").read_text().strip() == sha(REPO / "crontab")
     assert (record / "seccam.toml.sha256").read_text().strip() == sha(REPO / "docs/example.toml")
 
@@ -238,8 +238,9 @@ def test_second_run_changes_nothing(installed):
 def test_rerun_keeps_the_owners_edits_of_config_and_crontab(installed):
     cron = installed / "etc/cron.d/seccam"
     config = installed / "etc/seccam/seccam.toml"
-    cron.write_text(cron.read_text().replace("0    *  *   *   *    seccam  /opt/seccam/jobs/heartbeat",
-                                             "*/30 *  *   *   *    seccam  /opt/seccam/jobs/heartbeat"))
+    cron.write_text(cron.read_text().replace("0    *  *   *   *    root  /opt/seccam/bin/seccam-job heartbeat",
+                                             "*/30 *  *   *   *    root  /opt/seccam/bin/seccam-job heartbeat"))
+    assert "*/30 *" in cron.read_text()
     config.write_text(config.read_text() + '\n[delivery]\nrecipients = ["me@example.org"]\n')
     edited = {cron: cron.read_bytes(), config: config.read_bytes()}
     result = ok(install(installed))
@@ -252,7 +253,7 @@ def test_rerun_keeps_the_owners_edits_of_config_and_crontab(installed):
 
 def test_edited_conffile_is_kept_and_new_default_written_beside_it(installed):
     cron = installed / "etc/cron.d/seccam"
-    record = installed / "var/lib/seccam/install/cron.d-seccam.sha256"
+    record = installed / "var/lib/seccam-install/cron.d-seccam.sha256"
     cron.write_text(cron.read_text() + "# my note\n")
     mine = cron.read_bytes()
     # As if the previous installation had shipped another default than this one.
@@ -289,7 +290,7 @@ def test_unchanged_old_default_is_replaced_by_the_new_one(installed):
     old = b"# the default of an older seccam\n"
     cron.write_bytes(old)
     cron.chmod(0o600)
-    (installed / "var/lib/seccam/install/cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
+    (installed / "var/lib/seccam-install/cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
     result = ok(install(installed))
     assert cron.read_bytes() == (REPO / "crontab").read_bytes() and mode(cron) == 0o644
     assert not (installed / "etc/cron.d/seccam.dist").exists()
@@ -433,7 +434,7 @@ def test_uninstall_removes_code_units_and_cron_but_keeps_config_key_and_spool(in
 def test_purge_removes_config_key_and_spool_too(installed):
     _key_and_spool(installed)
     result = ok(install(installed, "--uninstall", "--purge"))
-    for rel in ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "opt/seccam"):
+    for rel in ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "opt/seccam", "var/lib/seccam-install"):
         assert not (installed / rel).exists(), rel
     assert "a new key is a new chat" in result.stderr
 
@@ -443,6 +444,70 @@ def test_dry_run_uninstall_changes_nothing(installed):
     result = ok(install(installed, "--uninstall", "--purge", "--dry-run"))
     assert snapshot(installed) == before
     assert any(line.endswith(f"rm -rf {installed}/var/lib/seccam") for line in changes(result))
+
+
+# -- what the service user can write, root never follows (issue 10) -------------------------------
+def test_every_service_gets_the_shared_sandbox_drop_in_and_uninstall_removes_it(installed):
+    drop_in = installed / "etc/systemd/system/seccam-.service.d/hardening.conf"
+    assert drop_in.read_bytes() == (REPO / "lib/systemd/system/seccam-.service.d/hardening.conf").read_bytes()
+    assert mode(drop_in) == 0o644
+    assert (installed / "opt/seccam/bin/seccam-job").stat().st_mode & 0o111
+    ok(install(installed, "--uninstall"))
+    assert not drop_in.parent.exists()
+
+
+def test_the_install_records_live_where_only_root_writes(installed):
+    assert (installed / "var/lib/seccam-install/cron.d-seccam.sha256").is_file()
+    assert not (installed / "var/lib/seccam/install").exists()
+    assert ("root:root", "0755") == next((who, want) for line in staged(installed) if line.startswith("owner ")
+                                         for _, who, want, path in [line.split(" ", 3)]
+                                         if path == "/var/lib/seccam-install")
+
+
+def test_an_older_versions_records_are_read_once_and_removed(installed):
+    """Upgrade from a version that kept its records in /var/lib/seccam/install: an unedited old
+    crontab still gets the new default, and the old directory goes."""
+    cron = installed / "etc/cron.d/seccam"
+    old = b"# the default of an older seccam\n"
+    cron.write_bytes(old)
+    shutil.rmtree(installed / "var/lib/seccam-install")
+    legacy = installed / "var/lib/seccam/install"
+    legacy.mkdir()
+    (legacy / "cron.d-seccam.sha256").write_text(hashlib.sha256(old).hexdigest() + "\n")
+    result = ok(install(installed))
+    assert cron.read_bytes() == (REPO / "crontab").read_bytes()
+    assert "updated to the new default (you had not changed it)" in result.stdout
+    assert not legacy.exists()
+    assert (installed / "var/lib/seccam-install/cron.d-seccam.sha256").read_text().strip() == sha(REPO / "crontab")
+
+
+def test_a_symlink_planted_for_the_old_records_is_not_followed(installed, tmp_path):
+    cron = installed / "etc/cron.d/seccam"
+    mine = b"# my own crontab\n"
+    cron.write_bytes(mine)
+    shutil.rmtree(installed / "var/lib/seccam-install")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cron.d-seccam.sha256").write_text(hashlib.sha256(mine).hexdigest() + "\n")
+    (installed / "var/lib/seccam/install").symlink_to(elsewhere)
+    result = ok(install(installed))
+    assert cron.read_bytes() == mine  # the planted "record" did not make root overwrite it
+    assert "kept your version" in result.stdout
+    assert not (installed / "var/lib/seccam/install").is_symlink()
+    assert (elsewhere / "cron.d-seccam.sha256").is_file()  # what the link pointed to is untouched
+
+
+def test_a_symlink_planted_as_the_gnupg_home_is_replaced_not_followed(installed, tmp_path):
+    gnupg = installed / "var/lib/seccam/gnupg"
+    shutil.rmtree(gnupg)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    victim.chmod(0o755)
+    gnupg.symlink_to(victim)
+    result = ok(install(installed))
+    assert gnupg.is_dir() and not gnupg.is_symlink() and mode(gnupg) == 0o700
+    assert mode(victim) == 0o755
+    assert "was a symlink" in result.stderr
 
 
 # -- arguments and unsupported systems ---------------------------------------------------------------

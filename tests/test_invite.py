@@ -223,6 +223,7 @@ def test_invite_prints_link_and_terminal_qr_and_writes_a_png(cam_config, short_t
     assert len(links) == 1 and "&v=3" not in links[0] and "&n=Front+door" in links[0]
     assert "\u2588" in proc.stdout or "\u2580" in proc.stdout  # qrencode's UTF-8 blocks
     assert png.read_bytes().startswith(b"\x89PNG")
+    assert png.stat().st_mode & 0o777 == 0o600  # the picture carries both secrets
     [view] = invite_ids(run, cam_config)
     assert (view["uses"], view["label"], view["status"]) == (2, "Anna", "open")
 
@@ -335,8 +336,27 @@ def test_qrencode_failures_are_reported_for_the_terminal_and_fatal_for_the_png(s
     out = io.StringIO()
     invite_cmd.render_qr("https://i.delta.chat/#" + "x" * 8000, out=out)  # too long for any QR code
     assert out.getvalue().startswith("(qrencode failed: ")
-    with pytest.raises(DataError, match="qrencode could not write"):
+    with pytest.raises(DataError, match="cannot write .*missing/qr.png: No such file or directory"):
         invite_cmd.render_qr("https://i.delta.chat/#x", png=short_tmp / "missing" / "qr.png", terminal=False)
+    with pytest.raises(DataError, match="qrencode could not make"):
+        invite_cmd.render_qr("https://i.delta.chat/#" + "x" * 8000, png=short_tmp / "qr.png", terminal=False)
+    assert not (short_tmp / "qr.png").exists()
+
+
+def test_an_existing_png_becomes_private_and_a_symlink_is_not_followed(short_tmp):
+    from seccam.commands import invite as invite_cmd
+    from seccam.errors import DataError
+    png = short_tmp / "old.png"
+    png.write_bytes(b"old")
+    png.chmod(0o644)
+    invite_cmd.render_qr("https://i.delta.chat/#x", png=png, terminal=False)
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_mode & 0o777 == 0o600
+    target = short_tmp / "target"
+    target.write_text("keep")
+    (short_tmp / "link.png").symlink_to(target)
+    with pytest.raises(DataError, match="cannot write"):
+        invite_cmd.render_qr("https://i.delta.chat/#x", png=short_tmp / "link.png", terminal=False)
+    assert target.read_text() == "keep"
 
 
 # -- --wait --------------------------------------------------------------------------------------

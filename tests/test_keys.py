@@ -59,13 +59,50 @@ def make_config(directory, recipients=(OWNER,), account=True):
 
 # -- the store ----------------------------------------------------------------------
 def test_first_key_is_pinned_and_usable(store, owner):
-    assert store.offer(OWNER, owner.export(), "autocrypt", when=T0, now=T0) == Outcome.PINNED
+    assert store.import_key(OWNER, owner.export(), "file:o.gpg", now=T0) == Outcome.PINNED
     rec = store.record(OWNER)
-    assert rec["fingerprint"] == owner.fpr and rec["source"] == "autocrypt"
+    assert rec["fingerprint"] == owner.fpr and rec["source"] == "file:o.gpg"
     assert rec["pinned"] == "2027-01-15T08:00:00Z" and rec["pending"] == []
     assert store.gpg.has_key(owner.fpr)
     assert store.encryption_fingerprints([OWNER, FRIEND]) == {OWNER: owner.fpr}
     assert store.missing([OWNER, FRIEND]) == [FRIEND]
+
+
+def test_first_key_seen_in_mail_is_only_pending_never_pinned(store, owner):
+    """Issue 10, hole 2: the first key for a recipient without one is not pinned by mail."""
+    assert store.offer(OWNER, owner.export(), "autocrypt", when=T0, now=T0) == Outcome.PENDING
+    rec = store.record(OWNER)
+    assert rec["fingerprint"] is None and rec["pinned"] is None
+    assert [(p["fingerprint"], p["verified"]) for p in rec["pending"]] == [(owner.fpr, False)]
+    assert not store.gpg.has_key(owner.fpr)
+    assert store.encryption_fingerprints([OWNER]) == {} and store.missing([OWNER]) == [OWNER]
+    # Not even a "verified" offer (inside a message signed by the pinned key) pins or replaces.
+    assert store.offer(OWNER, owner.export(), "autocrypt-signed", when=T0 + 1, verified=True) == Outcome.PENDING
+    assert store.record(OWNER)["fingerprint"] is None
+    # A person decides.
+    assert store.accept(OWNER, owner.fpr, now=T0 + 2) == Outcome.ADOPTED
+    assert store.encryption_fingerprints([OWNER]) == {OWNER: owner.fpr}
+    assert store.record(OWNER)["history"] == []
+
+
+def test_a_verified_pending_key_survives_a_flood_of_forged_offers(store, owner, mallory):
+    store.import_key(OWNER, owner.export(), "file", now=T0)
+    store.offer(OWNER, mallory.export(), "autocrypt-signed", when=T0 + 1, verified=True)
+    forgers = [OwnerKey(OWNER) for _ in range(keys.MAX_PENDING + 2)]
+    try:
+        for i, other in enumerate(forgers):
+            store.offer(OWNER, other.export(), "autocrypt", when=T0 + 10 + i)
+        pending = {p["fingerprint"]: p for p in store.record(OWNER)["pending"]}
+        assert pending[mallory.fpr]["verified"] is True
+        assert sum(not p["verified"] for p in pending.values()) == keys.MAX_PENDING
+        # The same key offered unverified later does not lose the mark.
+        store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 100)
+        entry = next(p for p in store.record(OWNER)["pending"] if p["fingerprint"] == mallory.fpr)
+        assert entry["verified"] is True and entry["source"] == "autocrypt-signed" and entry["count"] == 2
+        assert store.record(OWNER)["fingerprint"] == owner.fpr
+    finally:
+        for other in forgers:
+            other.close()
 
 
 def test_record_file_is_written_atomically(store, owner):
@@ -77,13 +114,13 @@ def test_record_file_is_written_atomically(store, owner):
 
 
 def test_same_key_again_is_unchanged(store, owner):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
+    store.import_key(OWNER, owner.export(), "file")
     assert store.offer(OWNER, owner.armored(), "vcard", when=T0 + 1) == Outcome.UNCHANGED
-    assert store.record(OWNER)["source"] == "autocrypt"
+    assert store.record(OWNER)["source"] == "file"
 
 
 def test_forged_key_is_pending_and_pin_unchanged(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0, now=T0)
+    store.import_key(OWNER, owner.export(), "file", now=T0)
     assert store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 60, now=T0 + 70) == Outcome.PENDING
     rec = store.record(OWNER)
     assert rec["fingerprint"] == owner.fpr
@@ -97,7 +134,7 @@ def test_forged_key_is_pending_and_pin_unchanged(store, owner, mallory):
 
 
 def test_accept_adopts_pending_key(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
+    store.import_key(OWNER, owner.export(), "file", now=T0)
     store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 1)
     assert store.accept(OWNER.upper(), mallory.fpr.lower(), now=T0 + 5) == Outcome.ADOPTED
     rec = store.record(OWNER)
@@ -109,7 +146,7 @@ def test_accept_adopts_pending_key(store, owner, mallory):
 
 
 def test_accept_unknown_fingerprint_is_refused(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt")
+    store.import_key(OWNER, owner.export(), "file")
     with pytest.raises(errors.DataError, match="is not a pending key of owner@example.org"):
         store.accept(OWNER, mallory.fpr)
     with pytest.raises(errors.DataError, match="no key is recorded for friend@example.org"):
@@ -120,21 +157,19 @@ def test_accept_unknown_fingerprint_is_refused(store, owner, mallory):
         store.accept("x@example.org", mallory.fpr)
 
 
-def test_new_key_signed_by_pinned_key_is_adopted(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
-    assert store.offer(OWNER, mallory.export(), "autocrypt", signed_by=owner.fpr, when=T0 + 1) == Outcome.ADOPTED
+def test_a_new_key_in_mail_signed_by_the_pinned_key_is_only_a_verified_pending_change(store, owner, mallory):
+    """Issue 10: authority to re-key is a person's; the owner's own signed word only asks."""
+    store.import_key(OWNER, owner.export(), "file", now=T0)
+    assert store.offer(OWNER, mallory.export(), "autocrypt-signed", when=T0 + 1, verified=True) == Outcome.PENDING
     rec = store.record(OWNER)
-    assert rec["fingerprint"] == mallory.fpr
-    assert "signed by the pinned key" in rec["history"][0]["why"]
-
-
-def test_new_key_signed_by_itself_stays_pending(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
-    assert store.offer(OWNER, mallory.export(), "autocrypt", signed_by=mallory.fpr, when=T0 + 1) == Outcome.PENDING
-    assert store.record(OWNER)["fingerprint"] == owner.fpr
+    assert rec["fingerprint"] == owner.fpr and rec["history"] == []
+    assert [(p["fingerprint"], p["verified"]) for p in rec["pending"]] == [(mallory.fpr, True)]
+    assert store.pending_changes()[0]["verified"] is True
+    assert not store.gpg.has_key(mallory.fpr)
 
 
 def test_older_offer_is_stale(store, owner, mallory):
+    store.import_key(OWNER, owner.export(), "file")
     store.offer(OWNER, owner.export(), "autocrypt", when=T0)
     assert store.offer(OWNER, mallory.export(), "autocrypt", when=T0 - 1) == Outcome.STALE
     rec = store.record(OWNER)
@@ -142,6 +177,7 @@ def test_older_offer_is_stale(store, owner, mallory):
 
 
 def test_pending_list_is_bounded(store, owner):
+    store.import_key(OWNER, owner.export(), "file")
     store.offer(OWNER, owner.export(), "autocrypt", when=T0)
     others = [OwnerKey(OWNER) for _ in range(keys.MAX_PENDING + 1)]
     try:
@@ -196,7 +232,7 @@ def test_expired_key_is_refused(store):
 
 
 def test_key_missing_from_keyring_is_missing(store, owner):
-    store.offer(OWNER, owner.export(), "autocrypt")
+    store.import_key(OWNER, owner.export(), "file")
     store.gpg.delete_key(owner.fpr)
     assert store.encryption_fingerprints([OWNER]) == {}
     assert store.missing([OWNER]) == [OWNER]
@@ -213,7 +249,7 @@ def test_manual_import_pins_then_replaces_only_when_asked(store, owner, mallory)
 
 
 def test_corrupt_record_is_reported_and_skipped(store, owner):
-    store.offer(OWNER, owner.export(), "autocrypt")
+    store.import_key(OWNER, owner.export(), "file")
     (store.dir / "friend@example.org.json").write_text("{not json")
     with pytest.raises(errors.DataError, match="unreadable key record"):
         store.record(FRIEND)
@@ -270,7 +306,7 @@ def test_joined_recipient_may_have_a_key(short_dir, owner):
     with pytest.raises(keys.NotRecipientError):
         store.offer(OWNER, owner.export(), "securejoin")
     keys.add_recipient(cfg, OWNER)
-    assert store.offer(OWNER, owner.export(), "securejoin") == Outcome.PINNED
+    assert store.import_key(OWNER, owner.export(), "securejoin") == Outcome.PINNED
 
 
 def test_corrupt_recipients_file_is_reported(short_dir):
@@ -286,7 +322,7 @@ def test_corrupt_recipients_file_is_reported(short_dir):
 def test_pending_changes_does_not_start_gpg(short_dir, owner, mallory):
     cfg = seccam_config.load(make_config(short_dir))
     store = keys.open_store(cfg)
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
+    store.import_key(OWNER, owner.export(), "file")
     store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 1)
     code = ("import sys; from seccam import config, keys; "
             f"c = keys.pending_changes(config.load({str(short_dir / 'seccam.toml')!r})); "
@@ -322,7 +358,7 @@ def test_a_recipients_file_that_is_json_but_not_a_list_of_recipients_is_a_data_e
 
 
 def test_accept_refuses_a_pending_entry_whose_stored_key_data_is_another_key(store, owner, mallory):
-    store.offer(OWNER, owner.export(), "autocrypt", when=T0)
+    store.import_key(OWNER, owner.export(), "file")
     store.offer(OWNER, mallory.export(), "autocrypt", when=T0 + 1)
     path = store._path(OWNER)
     rec = json.loads(path.read_text())
@@ -542,7 +578,7 @@ def test_cli_pending_then_accept(cli, short_dir, owner, mallory):
     assert proc.returncode == 0 and "NOT adopted" in proc.stdout
     assert f"seccam keys accept {OWNER} {mallory.fpr}" in proc.stdout
     text = seccam("keys", "list", cfg=cli).stdout
-    assert "camera key: " in text and f"PENDING key change: {mallory.fpr}" in text
+    assert "camera key: " in text and f"PENDING key: {mallory.fpr} from file:" in text and "(verified)" in text
     assert keys.pending_changes(seccam_config.load(cli))[0]["fingerprint"] == mallory.fpr
     bad = seccam("keys", "accept", OWNER, "F" * 40, cfg=cli)
     assert bad.returncode == 65 and "not a pending key" in bad.stderr
@@ -609,3 +645,12 @@ def test_record_without_an_address_or_too_large_is_refused(store):
     (store.dir / "friend@example.org.json").write_text('{"address": "' + "x" * (1 << 20) + '"}')
     with pytest.raises(errors.DataError, match="unreadable key record .larger than 1048576 bytes"):
         store.record(FRIEND)
+
+
+def test_pinned_addresses_names_whose_pinned_key_a_fingerprint_is(store, owner, mallory):
+    store.import_key(OWNER, owner.export(), "file")
+    assert store.pinned_addresses(owner.fpr.lower()) == {OWNER}
+    assert store.pinned_addresses(mallory.fpr) == set()
+    assert store.pinned_addresses("not a fingerprint") == set()
+    # an address that is no longer a recipient has no authority, even with its record still there
+    assert KeyStore(store.state_dir).pinned_addresses(owner.fpr) == set()

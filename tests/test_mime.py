@@ -80,7 +80,7 @@ def test_gpg_output_reframed_passes_filtermail_and_still_decrypts(keys):
     framed = mime.reframe(binary)
     assert filtermail_payload_ok(framed)
     assert mime.packet_tags(framed) == [1, 1, 18]
-    plain, signer = owner.decrypt(mime.armor(framed))
+    plain, signer, _ = owner.decrypt(mime.armor(framed))
     assert plain == b"x" * 200_000 and signer == keys.fingerprint
 
 

@@ -100,7 +100,7 @@ class Joiner:
     def read_reply(self, raw):
         """(inner message, signer) of a camera reply, decrypted with the joiner's key."""
         outer = email.message_from_bytes(raw, policy=email.policy.compat32)
-        plain, signer = self.gpg.decrypt_verify(inbox.encrypted_payload(outer))
+        plain, signer, _ = self.gpg.decrypt_verify(inbox.encrypted_payload(outer))
         return email.message_from_bytes(plain, policy=email.policy.compat32), signer
 
 
@@ -515,7 +515,20 @@ def test_request_with_auth_whose_encrypted_part_names_another_sender_is_rejected
     outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
     inner.replace_header("From", "<mallory@seccam.test>")
     result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
-    assert result.outcome == "rejected" and "different inside the encrypted part" in result.reason
+    assert result.outcome == "rejected" and "different outside" in result.reason
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
+def test_request_with_auth_without_a_signed_from_is_rejected_whatever_the_outer_from_says(camera):
+    """Outer headers carry no authority: the joining address must be in the signed part."""
+    joiner = camera.joiner("anna@seccam.test")
+    invite = camera.invite()
+    camera.handle(joiner.vc_request(invite["invitenumber"]))
+    inner = parsed(joiner.request_with_auth(camera, invite["auth"], clear_text=True))
+    del inner["From"]
+    outer = parsed(f"From: <{joiner.address}>\r\n\r\n".encode())
+    result = inviter(camera).handle_request_with_auth(outer, inner, joiner.fpr)
+    assert result.outcome == "rejected" and "missing inside the encrypted part" in result.reason
     assert_nothing_changed(camera, joiner, invite["id"])
 
 

@@ -10,6 +10,8 @@ import socket
 import textwrap
 import time
 
+import pytest
+
 from conftest import write_config
 
 from seccam import config, health, inbox
@@ -82,14 +84,20 @@ def test_status_shows_mail_the_inbox_set_aside_with_its_reason(short_tmp, run):
     session = inbox._Session(cfg, spool, time.time, None)
     item = session.set_aside(b"From: <x@seccam.test>\r\n\r\nundecryptable\r\n",
                              "inbox: cannot decrypt mail from x@seccam.test: no secret key")
-    assert health.INBOX_SET_ASIDE_SUFFIX == inbox.SET_ASIDE_SUFFIX and item.name.endswith(inbox.SET_ASIDE_SUFFIX)
+    assert item.parent == spool.dir("quarantine")
+    # An older version set inbox mail aside in corrupt/: still counted there as such.
+    spool.write("corrupt", b"old", suffix=health.INBOX_SET_ASIDE_SUFFIX)
     spool.write("corrupt", b"x")  # something else set aside, e.g. a broken event
     out, js = status(run, path)
+    assert f"  {'quarantine':16} {1:5}  inbound mail the camera could not use" in out
     assert f"  {'corrupt':16} {2:5}  items set aside (need you), 1 of them mail the inbox set aside" in out
     assert f"      {item.name}: inbox: cannot decrypt mail from x@seccam.test: no secret key" in out
-    corrupt = js["queues"]["corrupt"]
-    assert corrupt["count"] == 2 and corrupt["inbox_mail"] == 1
-    assert corrupt["reasons"][item.name].startswith("inbox: cannot decrypt mail from x@seccam.test")
+    quarantine = js["queues"]["quarantine"]
+    assert quarantine["count"] == 1
+    assert quarantine["reasons"][item.name].startswith("inbox: cannot decrypt mail from x@seccam.test")
+    assert js["queues"]["corrupt"]["inbox_mail"] == 1
+    text = health.summary_text(health.snapshot(cfg, spool, with_keys=False))
+    assert "Mail the camera could not use, kept for you: 1 (see seccam status)." in text
 
 
 def _closed_port():
@@ -158,12 +166,26 @@ def test_status_and_heartbeat_show_a_key_change_waiting_for_the_owner(short_tmp,
     finally:
         kill_agent(short_tmp / "phone")
     out, js = status(run, path)
-    assert (f"KEY CHANGE for owner@seccam.test: new key {new} from autocrypt; "
-            f"adopt with: seccam keys accept owner@seccam.test {new}") in out
-    assert [(c["address"], c["pinned"], c["fingerprint"]) for c in js["key_changes"]] == [
-        ("owner@seccam.test", old, new)]
+    assert (f"KEY: A different key for owner@seccam.test waits for you: {new}, from unauthenticated mail: "
+            "anyone could have sent it. Compare it with the fingerprint owner@seccam.test's Delta Chat shows, "
+            f"then: seccam keys accept owner@seccam.test {new}") in out
+    assert [(c["address"], c["pinned"], c["fingerprint"], c["verified"]) for c in js["key_changes"]] == [
+        ("owner@seccam.test", old, new, False)]
     text = health.summary_text(health.snapshot(cfg, spool))
-    assert f"Key change waiting for owner@seccam.test: new key {new} (accept on the camera with: " in text
+    assert f"A different key for owner@seccam.test waits for you: {new}, from unauthenticated mail" in text
+    assert "then accept on the camera: seccam keys accept ADDRESS FINGERPRINT." in text
+
+
+@pytest.mark.parametrize("pinned, verified, says", [
+    (False, False, "A key for owner@seccam.test waits for you: FPR, from unauthenticated mail"),
+    (False, True, "A key for owner@seccam.test waits for you: FPR, from a completed invite or a person's import"),
+    (True, True, "A different key for owner@seccam.test waits for you: FPR, offered in a message signed by the "
+                 "current key"),
+])
+def test_a_pending_key_says_where_it_came_from(pinned, verified, says):
+    change = {"address": "owner@seccam.test", "fingerprint": "FPR", "pinned": "OLD" if pinned else None,
+              "verified": verified}
+    assert health.key_change_text(change).startswith(says)
 
 
 def test_status_and_heartbeat_report_an_unreadable_key_store_and_invite_list(config_path, run):
@@ -187,3 +209,23 @@ def test_an_item_whose_name_carries_no_time_is_counted_without_an_age(config_pat
     info = health.snapshot(cfg, spool, with_keys=False)["queues"]["corrupt"]
     assert info["count"] == 2 and "oldest_age_s" not in info
     assert health.name_time("20261125T191100.000001Z.1.ab") == 1795633860.000001
+
+
+def test_status_and_heartbeat_name_a_recipient_whose_alarms_wait_for_a_key(run):
+    from helpers import sendkit
+    from seccam import encrypt
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        sendkit.import_recipient(c.config, c.recipients[0])
+        for n in (1, 2):
+            sendkit.make_set(c.spool, f"20261125T19110{n}.000001Z.11.aaaa-alarm")
+        encrypt.process(c.config, c.spool)
+        (c.spool.dir("sets.held") / "junk-to-x-alarm.set").mkdir()  # unreadable: skipped, not fatal
+        snap = health.snapshot(c.config, c.spool, with_keys=False)
+        assert snap["held_for"] == {"bob@seccam.test": 2}
+        assert "No usable key for bob@seccam.test: 2 alarm(s) wait for it" in health.summary_text(snap)
+        out, js = status(run, c.config_path)
+        assert "NO KEY for bob@seccam.test: 2 alarm(s) held for them alone" in out
+        assert js["held_for"] == {"bob@seccam.test": 2}
+    finally:
+        c.close()

@@ -1,10 +1,16 @@
-"""The systemd units in lib/systemd/system pass `systemd-analyze verify`.
+"""The systemd units in lib/systemd/system pass `systemd-analyze verify` and are hardened.
 
 This machine has no systemd as PID 1, but verify works offline on a copy:
 each test builds a throw-away root with Debian's own units (for targets such
-as sysinit.target), our units under /etc/systemd/system as install.sh puts
+as sysinit.target), our units and the drop-in shared by all of them
+(seccam-.service.d/hardening.conf) under /etc/systemd/system as install.sh puts
 them, and the programs they start under /opt/seccam. systemd-analyze exits 0
 on warnings, so any output on stderr is a failure.
+
+Hardening is measured, not asserted option by option: `systemd-analyze security
+--offline=yes` scores every service in that root, drop-in included, and each must
+score 2.5 ("OK") or lower; the figures go to docs/security.md's table via
+helpers.figures.
 """
 
 import shutil
@@ -16,6 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 UNIT_DIR = REPO / "lib" / "systemd" / "system"
 UNITS = sorted(p.name for p in UNIT_DIR.iterdir() if p.suffix in (".service", ".path"))
+DROP_IN = UNIT_DIR / "seccam-.service.d" / "hardening.conf"
+MAX_EXPOSURE = 2.5
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
 pytestmark = pytest.mark.skipif(
@@ -58,6 +66,8 @@ def unit_root(tmp_path_factory):
     etc_units.mkdir(parents=True)
     for unit in UNITS:
         shutil.copy2(UNIT_DIR / unit, etc_units / unit)
+    (etc_units / DROP_IN.parent.name).mkdir()
+    shutil.copy2(DROP_IN, etc_units / DROP_IN.parent.name / DROP_IN.name)
 
     opt = root / "opt/seccam"
     for sub in ("bin", "jobs"):
@@ -78,7 +88,13 @@ def unit_root(tmp_path_factory):
 
 def test_there_are_units_to_verify():
     assert {"seccam-poller.service", "seccam-capture.path", "seccam-capture.service",
-            "seccam-send.path", "seccam-send.service"} <= set(UNITS)
+            "seccam-send.path", "seccam-send.service", "seccam-heartbeat.service",
+            "seccam-inbox.service"} <= set(UNITS)
+
+
+def test_every_job_has_a_unit_so_cron_can_start_it_in_its_sandbox():
+    jobs = {p.name for p in (REPO / "jobs").iterdir() if p.is_file()}
+    assert {f"seccam-{job}.service" for job in jobs} <= set(UNITS)
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -94,9 +110,10 @@ def test_unit_passes_systemd_analyze_verify_without_warnings(unit_root, unit):
 @pytest.mark.parametrize("unit", [u for u in UNITS if u.endswith(".service")])
 def test_service_runs_as_seccam_with_its_programs_under_opt(unit):
     service = _unit_options(UNIT_DIR / unit)["Service"]
-    assert service["User"] == ["seccam"]
-    assert service.get("NoNewPrivileges") == ["yes"]
-    assert service.get("ProtectSystem") == ["strict"]
+    shared = _unit_options(DROP_IN)["Service"]
+    assert "User" not in service and shared["User"] == ["seccam"]  # from the drop-in, for every unit
+    assert shared.get("NoNewPrivileges") == ["yes"]
+    assert shared.get("ProtectSystem") == ["strict"]
     for value in service["ExecStart"]:
         assert value.split()[0].startswith("/opt/seccam/"), value
     for program in _exec_paths(unit):
@@ -112,3 +129,37 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     [directory] = options["DirectoryNotEmpty"]
     assert directory.startswith("/var/spool/seccam/") and directory.endswith("/new")
 
+
+
+def _exposure(unit_root, unit):
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={unit_root}", unit],
+                            capture_output=True, text=True, timeout=60, cwd=unit_root)
+    assert result.returncode == 0, result.stderr
+    import re
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-500:]
+    return float(match.group(1)), result.stdout
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.endswith(".service")])
+def test_every_service_scores_ok_in_systemd_analyze_security(unit_root, unit):
+    exposure, report = _exposure(unit_root, unit)
+    assert exposure <= MAX_EXPOSURE, report
+
+
+def test_the_score_sees_the_shared_drop_in(unit_root, tmp_path):
+    """Guards the test above: without hardening.conf the same units score far worse."""
+    bare = tmp_path / "bare"
+    shutil.copytree(unit_root, bare, symlinks=True)
+    shutil.rmtree(bare / "etc/systemd/system" / DROP_IN.parent.name)
+    assert _exposure(bare, "seccam-send.service")[0] > MAX_EXPOSURE + 2
+
+
+@pytest.mark.parametrize("unit, network", [("seccam-poller.service", False), ("seccam-capture.service", False),
+                                           ("seccam-heartbeat.service", False), ("seccam-send.service", True),
+                                           ("seccam-inbox.service", True)])
+def test_only_the_jobs_that_talk_to_the_mail_server_have_a_network(unit, network):
+    service = _unit_options(UNIT_DIR / unit)["Service"]
+    assert (service.get("PrivateNetwork") == ["yes"]) is not network
+    families = service["RestrictAddressFamilies"][0].split()
+    assert ("AF_INET" in families) is network

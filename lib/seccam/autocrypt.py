@@ -164,11 +164,13 @@ def is_auto_reply(message):
     return value is not None and str(value).strip().split(";")[0].strip().lower() != "no"
 
 
-def process_incoming(message, store, now, signed_by=None):
+def process_incoming(message, store, now, verified=False):
     """Apply the Autocrypt Level 1 update rules to ``message`` (an email.message.Message).
 
-    ``store`` is a seccam.keys.KeyStore, ``now`` a POSIX time, ``signed_by``
-    the verified signer fingerprint when the message was signed and decrypted.
+    ``store`` is a seccam.keys.KeyStore, ``now`` a POSIX time. ``verified``:
+    ``message`` is the inner part of mail that seccam.authn proved to be
+    written by the recipient it names (the offer may become a verified pending
+    key). Mail never pins a key (seccam.keys).
     Returns a seccam.keys.Outcome (the key was offered) or an :class:`Ignored`
     reason; both are strings for the log line. GpgError and TemporaryError pass.
     """
@@ -194,8 +196,8 @@ def process_incoming(message, store, now, signed_by=None):
         return Ignored.ADDR_MISMATCH
     when = effective_date(message, now)
     try:
-        return store.offer(header.addr, header.keydata, source="autocrypt", signed_by=signed_by, when=when,
-                           now=now)
+        return store.offer(header.addr, header.keydata, source="autocrypt-signed" if verified else "autocrypt",
+                           when=when, now=now, verified=verified)
     except NotRecipientError:
         return Ignored.NOT_RECIPIENT
     except DataError:

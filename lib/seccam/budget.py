@@ -10,7 +10,10 @@ in this order (docs/reliability.md):
 3. alarms, oldest first: their full-size images first, then their previews.
 
 Motion events (a few hundred bytes) and items in ``corrupt/`` are never
-pruned. Every pruned item is logged and counted in ``state/pruned.json``
+pruned. ``quarantine/`` (inbound mail the inbox set aside) does not count
+against the budget at all: anyone can send mail to the camera, and a stranger
+must not be able to push an alarm out; the inbox caps it on its own
+(seccam.inbox, :data:`~seccam.inbox.MAX_SET_ASIDE_BYTES`). Every pruned item is logged and counted in ``state/pruned.json``
 (owner: whoever holds the ``prune`` lock), which ``seccam status`` and the next
 heartbeat report. An item is pruned by renaming it into ``tmp/`` first, so an
 item that a job claims at that very moment is simply not pruned.
@@ -73,7 +76,8 @@ def budget_bytes(config, spool):
 
 
 def usage(spool):
-    return size_of(spool.root)
+    """Bytes the spool uses, without the inbox's quarantine (capped separately)."""
+    return size_of(spool.root) - size_of(spool.dir("quarantine"))
 
 
 def classify(name):
@@ -153,11 +157,13 @@ def make_room(config, spool, needed=0, now=None):
             pruned.append((name, size))
             log.warning("pruned=%s state=%s bytes=%d reason=spool-budget", name, state, size)
         if pruned:
-            _record(spool, pruned, now)
+            record(spool, pruned, now)
     return pruned
 
 
-def _record(spool, pruned, now):
+def record(spool, pruned, now):
+    """Count ``[(name, bytes), ...]`` removed from the spool in ``state/pruned.json`` (for status and
+    the heartbeat). Callers hold the ``prune`` lock or, for held sets, the ``encrypt`` lock."""
     now = time.time() if now is None else now
     stamp = spool.read_state("pruned") or {}
     recent = (stamp.get("recent") or [])[-40:]

@@ -112,6 +112,7 @@ class Delivery:
     rate_per_minute: float = 60.0
     burst: int = 10
     heartbeat_image: str = "full"
+    hold_days: float = 7.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,9 +258,11 @@ class _Validator:
         value = table[key]
         return getattr(self, "_" + kind)(full, value, **limits)
 
-    def _str(self, full, value, pattern=None, choices=None, what=None):
+    def _str(self, full, value, pattern=None, choices=None, what=None, secret=False):
         if not isinstance(value, str):
-            self.fail(full, f"expected a string, got {self._show(value)}")
+            # Never echo a secret, not even a malformed one: errors reach stderr and the journal.
+            got = "a value that is not a string (put it in quotes)" if secret else self._show(value)
+            self.fail(full, f"expected a string, got {got}")
         if not value.strip():
             self.fail(full, "must not be empty")
         if choices and value not in choices:
@@ -424,7 +427,7 @@ class _Validator:
         allowed = {f.name for f in dataclasses.fields(Account)}
         self.check_keys(t, kp, allowed)
         address = self.get(t, kp, "address", "str", _REQUIRED, pattern=_ADDR_RE, what="an email address").lower()
-        password = self.get(t, kp, "password", "str", None)
+        password = self.get(t, kp, "password", "str", None, secret=True)
         password_file = self.get(t, kp, "password_file", "path", None)
         if password is None and password_file is None:
             self.fail(kp, "needs password or password_file")
@@ -477,6 +480,7 @@ class _Validator:
             rate_per_minute=self.get(t, kp, "rate_per_minute", "float", 60.0, minimum=1, maximum=6000),
             burst=self.get(t, kp, "burst", "int", 10, minimum=1, maximum=1000),
             heartbeat_image=self.get(t, kp, "heartbeat_image", "str", "full", choices=("full", "preview")),
+            hold_days=self.get(t, kp, "hold_days", "float", 7.0, minimum=0.01, maximum=365),
         )
 
 

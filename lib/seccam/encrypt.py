@@ -10,13 +10,31 @@ call it right after publishing a set, and jobs/send calls it first:
 
 1. recover ``sets/active`` (a crashed run's claim) back to ``sets/ready``;
 2. check that encryption is possible at all: an ``[account]`` (the From
-   address), at least one recipient, the camera key, a usable key for every
-   recipient. If not, every set waits in ``sets/held`` with a ``.reason`` that
-   says what to do; once the problem is gone, held sets go back to ready;
+   address), at least one recipient, the camera key, and a usable key for at
+   least one recipient. If not, every set waits in ``sets/held`` with a
+   ``.reason`` that says what to do; once the problem is gone, held sets go
+   back to ready;
 3. claim each ready set by rename, build and encrypt its messages (one gpg
    call per message: signed by the camera key, encrypted to every recipient
-   and to the camera itself), publish each into ``outbox/new``, then remove the
-   set. A set whose ``meta.json`` is malformed goes to ``corrupt/``.
+   that has a usable pinned key and to the camera itself), publish each into
+   ``outbox/new``, then remove the set. A set whose ``meta.json`` is malformed
+   goes to ``corrupt/``.
+
+Recipients are independent: one recipient without a usable key (not yet
+imported, expired, revoked) never holds anybody else's pictures. Each alarm
+set becomes the messages for the recipients that have a key, and, for every
+recipient that has none, a *copy* of the set that waits for that one key in
+``sets/held`` (ID ``<event>-to<8 hex>-alarm``, ``meta.json`` naming the one
+address in ``for``, the images hard links of the original's). When that key
+arrives, the copy goes out to that recipient alone (same group chat, outer
+``To:`` only that address); heartbeats, welcomes and summaries are not kept
+for a missing recipient (the next heartbeat comes anyway; ``seccam status``
+and the heartbeat name the recipient that has no key).
+
+Plaintext waits in ``sets/held`` at most ``[delivery] hold_days`` (default
+7): older held sets are deleted, logged and counted like budget prunes
+(``state/pruned.json``), so that ``seccam status`` and the heartbeat report
+them.
 
 Outbox names sort in send order (set time, then every preview, then every full image)::
 
@@ -71,14 +89,17 @@ _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 LOCK_TIMEOUT_S = 600
 KINDS = ("alarm", "heartbeat", "welcome", "summary")
+COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
+_COPY_PREFIX = ".held-for-"
 
 
 @dataclasses.dataclass
 class Result:
     sets: int = 0          # sets fully turned into messages and removed
     messages: int = 0      # messages published into outbox/new
-    held: int = 0          # sets moved to sets/held by this run
+    held: int = 0          # sets moved to sets/held by this run (whole sets and per-recipient copies)
     released: int = 0      # held sets moved back to sets/ready
+    expired: int = 0       # held sets deleted after hold_days
     set_aside: int = 0     # sets moved to corrupt/
 
 
@@ -115,6 +136,13 @@ class Crypto:
     gossip: tuple                # ((addr, keydata), ...), several recipients only
     group: mime.Group | None
     heartbeat_image: str = "full"  # "full" | "preview"
+    missing: tuple = ()          # recipients without a usable key: their alarms wait as copies
+    deliver_to: tuple | None = None  # outer To/envelope if not every recipient (a held copy)
+
+    def only_for(self, address):
+        """The same messages (same group, same members), encrypted to and delivered to ``address``."""
+        fpr = self.recipient_fprs[self.recipients.index(address)]
+        return dataclasses.replace(self, recipient_fprs=(fpr,), deliver_to=(address,), missing=())
 
 
 # -- entry point -----------------------------------------------------------------------
@@ -140,8 +168,10 @@ def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S, crypto=None)
             crypto = crypto or prepare(config)
         except Hold as hold:
             result.held += _hold_all(spool, str(hold))
+            result.expired += _expire_held(config, spool, now)
             return result
-        result.released += _release_held(spool)
+        result.released += _release_held(spool, crypto)
+        result.expired += _expire_held(config, spool, now)
         for path in spool.items("sets.ready", suffix=SET_SUFFIX):
             claimed = spool.claim(path, "sets.active")
             # The spool budget (seccam.budget, under its own lock) may prune a set at any moment.
@@ -168,23 +198,33 @@ def prepare(config, gpg=None):
     if camera_fpr is None:
         raise Hold("the camera has no key yet: run seccam keys init")
     store = keys.open_store(config, gpg)
-    missing = list(store.missing(recipients))
-    if missing:
-        raise Hold(f"no usable key for {', '.join(missing)}: import the key: seccam keys import FILE "
-                   f"(an exported public key or the contact's vCard from Delta Chat)")
     fprs = store.encryption_fingerprints(recipients)
+    missing = tuple(a for a in recipients if keys.normalize(a) not in fprs)
+    if len(missing) == len(recipients):
+        raise Hold(f"no usable key for {', '.join(missing)}: import the key: seccam keys import FILE "
+                   f"(an exported public key or the contact's vCard from Delta Chat), or: seccam invite")
+    several = len(recipients) > 1  # a group as soon as several may receive, even while one has no key
+    recipients = tuple(a for a in recipients if a not in missing)
     recipient_fprs = tuple(fprs[keys.normalize(a)] for a in recipients)
     from . import autocrypt
     address = config.account.address
     autocrypt_value = autocrypt.build_header(address, gpg.export_minimal(camera_fpr))
     group = gossip = None
-    if len(recipients) > 1:
+    if several:
         group = mime.Group(group_id=group_id(config, camera_fpr), name=config.delivery.group_name,
                            member_fprs=recipient_fprs)
         gossip = tuple((a, gpg.export_minimal(f)) for a, f in zip(recipients, recipient_fprs))
+    if missing:
+        log.warning("step=encrypt recipients_without_key=%s (their alarms wait as held copies)", ",".join(missing))
     return Crypto(gpg=gpg, camera_fpr=camera_fpr, sender=address, display_name=config.account.display_name,
                   recipients=recipients, recipient_fprs=recipient_fprs, autocrypt=autocrypt_value,
-                  gossip=gossip or (), group=group, heartbeat_image=config.delivery.heartbeat_image)
+                  gossip=gossip or (), group=group, heartbeat_image=config.delivery.heartbeat_image,
+                  missing=missing)
+
+
+def missing_key_reason(address):
+    return (f"no usable key for {address}: this copy of the alarm waits for it (seccam keys import FILE, "
+            "or seccam invite); the other recipients got theirs")
 
 
 def group_id(config, camera_fpr):
@@ -212,14 +252,64 @@ def _hold_all(spool, reason):
     return held
 
 
-def _release_held(spool):
+def _release_held(spool, crypto):
+    """Held sets back to ready: whole sets now that somebody has a key, a recipient's copy
+    once that recipient has one."""
     released = 0
     for path in spool.items("sets.held", suffix=SET_SUFFIX):
+        address = _copy_for(path)
+        if address is not None and address not in crypto.recipients:
+            reason = missing_key_reason(address)
+            if spool.read_reason(path) != reason:
+                spool.write_reason(path, reason)
+            continue
         dest = spool.move(path, "sets.ready")
         if dest is not None:
             released += 1
             log.info("set=%s state=sets.ready released=1", _set_id(dest))
     return released
+
+
+def _copy_for(path):
+    """The one recipient a held copy is for, or None for a whole set (or an unreadable one)."""
+    if COPY_MARK not in _set_id(path):
+        return None
+    try:
+        meta = read_json(Path(path) / "meta.json")
+    except (OSError, SpoolFormatError):
+        return None
+    value = meta.get("for")
+    return value if isinstance(value, str) else None
+
+
+def _created(set_id):
+    """A set's creation time from its ID (``YYYYMMDDTHHMMSS.ffffffZ...``), or None."""
+    try:
+        return _dt.datetime.strptime(set_id[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _expire_held(config, spool, now=None):
+    """Delete held sets older than ``[delivery] hold_days``: plaintext must not wait for ever."""
+    import time
+    from . import budget
+    now = time.time() if now is None else now
+    limit = config.delivery.hold_days * 86400
+    expired = []
+    for path in spool.items("sets.held", suffix=SET_SUFFIX):
+        created = _created(path.name)
+        if created is None or now - created <= limit:
+            continue
+        size = budget.size_of(path)
+        reason = spool.read_reason(path) or "unknown"
+        spool.remove(path)
+        expired.append((path.name, size))
+        log.warning("set=%s state=removed reason=held-too-long hold_days=%s held_because=%r",
+                    _set_id(path), config.delivery.hold_days, reason)
+    if expired:
+        budget.record(spool, expired, now)
+    return len(expired)
 
 
 # -- one set -------------------------------------------------------------------------------
@@ -237,6 +327,12 @@ def _process_set(spool, path, crypto, result):
         result.set_aside += 1
         log.error("set=%s state=corrupt reason=%r", set_id, str(exc))
         return
+    address = meta.get("for")
+    if address is not None:
+        if address not in crypto.recipients:  # pragma: no cover - released only once its key is usable
+            spool.move(path, "sets.held")
+            return
+        crypto = crypto.only_for(address)
     planned = plan(meta, path, crypto.heartbeat_image)
     todo = []
     for item in planned:
@@ -270,11 +366,47 @@ def _process_set(spool, path, crypto, result):
         if spool.move(path, "sets.ready") is not None:
             log.warning("set=%s state=sets.ready reason=encrypt-interrupted published=%d", set_id, published)
         raise
+    if crypto.missing and meta["kind"] == "alarm" and "for" not in meta:
+        for address in crypto.missing:
+            result.held += _hold_copy(spool, path, set_id, meta, address)
     checkpoint("encrypt.before-remove")
     spool.remove(path)
     result.sets += 1
     result.messages += published
     log.info("set=%s state=encrypted messages=%d plaintext=removed", set_id, len(planned))
+
+
+def copy_id(set_id, address):
+    """The ID of the copy of alarm ``set_id`` that waits for ``address``."""
+    digest = hashlib.sha256(address.encode("utf-8")).hexdigest()[:8]
+    base = set_id.removesuffix("-alarm")
+    return f"{base}{COPY_MARK}{digest}-alarm"
+
+
+def _hold_copy(spool, path, set_id, meta, address):
+    """Publish, once, a copy of the set at ``path`` for ``address`` into ``sets/held``."""
+    from . import imageset
+    cid = copy_id(set_id, address)
+    mark = path / (_COPY_PREFIX + cid)
+    if mark.exists() or imageset.exists(spool, cid):
+        return 0
+    tmp = spool.make_tmp_dir(SET_SUFFIX)
+    for cam in meta["cameras"]:
+        for key in ("full", "preview"):
+            if cam.get("ok") and (path / cam[key]).is_file():
+                os.link(path / cam[key], tmp / cam[key])  # the same bytes, no second copy on the card
+    raw = {k: v for k, v in meta.items() if not k.startswith("_")}
+    raw.update({"id": cid, "for": address, "copy_of": set_id})
+    with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
+        import json
+        json.dump(raw, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    dest = spool.publish(tmp, "sets.held", cid + SET_SUFFIX)
+    spool.write_reason(dest, missing_key_reason(address))
+    _mark(mark)
+    log.warning("set=%s state=sets.held copy_of=%s for=%s reason=no-usable-key", cid, set_id, address)
+    return 1
 
 
 def _build(crypto, set_id, meta, item):
@@ -295,7 +427,11 @@ def _already_published(spool, set_path, name):
 
 
 def _mark_published(set_path, name):
-    fd = os.open(set_path / (_PUBLISHED_PREFIX + name), os.O_WRONLY | os.O_CREAT, 0o640)
+    _mark(set_path / (_PUBLISHED_PREFIX + name))
+
+
+def _mark(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
     os.close(fd)
 
 
@@ -329,6 +465,8 @@ def load_meta(path):
                     raise SpoolFormatError(f"meta.json: cameras[{i}].{key} is not a file name")
     if not isinstance(meta.get("events", []), list):
         raise SpoolFormatError("meta.json: events is not a list")
+    if "for" in meta and (not isinstance(meta["for"], str) or meta["kind"] != "alarm"):
+        raise SpoolFormatError("meta.json: for is not one recipient's address of an alarm")
     health = meta.get("health")
     if health is not None and not isinstance(health, dict):
         raise SpoolFormatError("meta.json: health is not an object")
@@ -378,6 +516,8 @@ def plan(meta, set_path, heartbeat_image="full"):
     kind = meta["kind"]
     if kind == "alarm":
         head, label, health, sensors = f"Motion detected {when}", "Motion", None, _sensor_lines(meta)
+        if meta.get("for"):
+            head += " (held until your key reached the camera)"
     elif kind == "welcome":
         head = f"Connected {when}: seccam will send its alarms and heartbeats here."
         label, health, sensors = "Connected", (meta.get("health") or {}).get("text"), []
@@ -428,5 +568,5 @@ def build_message(crypto, set_id, meta, item):
     binary = crypto.gpg.encrypt_sign(inner, list(crypto.recipient_fprs) + [crypto.camera_fpr],
                                      signer=crypto.camera_fpr, armor=False)
     armored = mime.armor(mime.reframe(binary))
-    return mime.build_outer(env, crypto.autocrypt, armored)
+    return mime.build_outer(env, crypto.autocrypt, armored, to=crypto.deliver_to)
 

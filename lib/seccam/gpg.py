@@ -103,6 +103,7 @@ class KeyInfo(NamedTuple):
 class Decrypted(NamedTuple):
     plaintext: bytes
     signer: str | None      # primary-key fingerprint of a good signature, else None
+    signed_at: float | None = None  # the good signature's creation time (POSIX), else None
 
 
 def check_fingerprint(fpr):
@@ -127,6 +128,17 @@ def _iso(epoch_text):
     except ValueError:  # gpg prints ISO dates with some options; keep them as they are
         return epoch_text
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sig_time(text):
+    """A status line's time stamp: seconds since the epoch, or ISO 8601 ``yyyymmddThhmmss``."""
+    try:
+        return float(int(text))
+    except ValueError:
+        try:
+            return _dt.datetime.strptime(text, "%Y%m%dT%H%M%S").replace(tzinfo=_dt.timezone.utc).timestamp()
+        except ValueError:
+            return None
 
 
 def _status_lines(result):
@@ -383,10 +395,13 @@ class Gpg:
         if max_output and ("exceeded --max-output" in (getattr(result, "stderr", "") or "")
                            or len(result.data or b"") >= int(max_output)):
             self._fail("decrypt", result, f"plaintext larger than {int(max_output)} bytes")
-        signer = None
+        signer = signed_at = None
         if "GOODSIG" in keywords:
             for key, *rest in statuses:
                 if key == "VALIDSIG" and rest:
-                    # The last field is the primary key's fingerprint (differs when a subkey signed).
-                    signer = rest[0].split()[-1]
-        return Decrypted(bytes(result.data), signer)
+                    fields = rest[0].split()
+                    # The last field is the primary key's fingerprint (differs when a subkey signed);
+                    # the third is the signature's creation time.
+                    signer = fields[-1]
+                    signed_at = _sig_time(fields[2]) if len(fields) > 2 else None
+        return Decrypted(bytes(result.data), signer, signed_at)

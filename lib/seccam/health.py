@@ -13,7 +13,7 @@ import time
 from . import events
 
 QUEUES = ("events.new", "events.active", "sets.ready", "sets.active", "sets.held",
-          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt")
+          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt", "quarantine")
 # The poller refreshes its stamp every liveness_s; this many missed refreshes mean it is down.
 POLLER_GRACE = 3
 # What jobs/inbox sets aside in corrupt/ (seccam.inbox.SET_ASIDE_SUFFIX; not imported: inbox pulls in email).
@@ -35,11 +35,27 @@ def _queue(spool, state, now):
     times = [t for t in (name_time(p.name) for p in items) if t is not None]
     if times:
         info["oldest_age_s"] = round(now - min(times), 1)
-    if state in ("sets.held", "outbox.failed", "corrupt"):
+    if state in ("sets.held", "outbox.failed", "corrupt", "quarantine"):
         info["reasons"] = {p.name: spool.read_reason(p) or "no reason recorded" for p in items[:20]}
     if state == "corrupt":
         info["inbox_mail"] = sum(p.name.endswith(INBOX_SET_ASIDE_SUFFIX) for p in items)
     return info
+
+
+def held_for(spool):
+    """``{address: n}``: alarms held for one recipient who has no usable key (seccam.encrypt's copies)."""
+    import json
+    out = {}
+    for path in spool.items("sets.held"):
+        if "-to" not in path.name:
+            continue
+        try:
+            address = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("for")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(address, str):
+            out[address] = out.get(address, 0) + 1
+    return out
 
 
 def outage(spool, queues):
@@ -138,6 +154,15 @@ def key_problems(config):
         return [{"error": f"cannot read key store: {exc}"}]
 
 
+def key_change_text(change):
+    """One sentence on a pending key (seccam.keys.pending_changes), for status and the heartbeat."""
+    what = ("A key for" if not change.get("pinned") else "A different key for")
+    where = ("offered in a message signed by the current key" if change.get("verified") and change.get("pinned")
+             else "from a completed invite or a person's import" if change.get("verified")
+             else "from unauthenticated mail: anyone could have sent it")
+    return f"{what} {change.get('address')} waits for you: {change.get('fingerprint')}, {where}."
+
+
 def snapshot(config, spool, now=None, with_keys=True):
     now = time.time() if now is None else now
     motion = last_motion(spool)
@@ -157,6 +182,7 @@ def snapshot(config, spool, now=None, with_keys=True):
         "disk": disk(spool),
         "pruned": _pruned(spool),
         "outage": outage(spool, queues),
+        "held_for": held_for(spool),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
@@ -194,9 +220,12 @@ def summary_text(snap, since_count=None, results=None, since=None):
     q = snap["queues"]
     waiting = sum(q[s]["count"] for s in WAITING)
     lines.append(f"Messages waiting to be sent: {waiting}.")
-    for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside")):
+    for state, label in (("sets.held", "held"), ("outbox.failed", "failed"), ("corrupt", "set aside"),
+                         ("quarantine", "mail the camera could not use, kept for you")):
         if q[state]["count"]:
             lines.append(f"{label.capitalize()}: {q[state]['count']} (see seccam status).")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        lines.append(f"No usable key for {address}: {count} alarm(s) wait for it (the others got theirs).")
     pruned = snap.get("pruned") or {}
     if pruned.get("count"):
         lines.append(f"Pruned to stay within the spool budget: {pruned['count']} item(s), "
@@ -205,8 +234,8 @@ def summary_text(snap, since_count=None, results=None, since=None):
         if "error" in change:
             lines.append(f"Key store: {change['error']}.")
         else:
-            lines.append(f"Key change waiting for {change.get('address')}: new key {change.get('fingerprint')} "
-                         f"(accept on the camera with: seccam keys accept ADDRESS FINGERPRINT).")
+            lines.append(f"{key_change_text(change)} Compare the fingerprint with {change.get('address')}'s own, "
+                         "then accept on the camera: seccam keys accept ADDRESS FINGERPRINT.")
     d = snap["disk"]
     if d:
         lines.append(f"Free disk: {_bytes(d['free_bytes'])} ({d['free_percent']:g} %).")

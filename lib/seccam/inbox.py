@@ -3,7 +3,7 @@
 This module owns what happens to mail that reaches the camera: every message
 in the IMAP INBOX is fetched, handled and then deleted, so the mailbox never
 grows without bound. It also owns the ``inbox`` job lock and the
-``corrupt/*.inbox.eml`` items it sets aside.
+``quarantine/*.inbox.eml`` items it sets aside.
 
 Every inbound message is hostile until proven otherwise:
 
@@ -17,9 +17,11 @@ Every inbound message is hostile until proven otherwise:
 * decryption output is capped (``gpg --max-output``) against compression bombs;
 * nothing from a message is ever written to disk except the raw message
   itself, by seccam.spool under a name of its own, when it is set aside: an
-  encrypted message that cannot be decrypted goes to ``corrupt/`` with a
-  ``.reason`` (at most :data:`MAX_SET_ASIDE` of them, then such mail is only
-  logged). Attachments are never extracted.
+  encrypted message that cannot be decrypted goes to ``quarantine/`` with a
+  ``.reason``. The quarantine has its own cap (:data:`MAX_SET_ASIDE` items,
+  :data:`MAX_SET_ASIDE_BYTES`), is pruned oldest first, and is not counted in
+  the spool budget, so that mail from strangers never displaces an alarm.
+  Attachments are never extracted.
 
 What a message is used for:
 
@@ -29,8 +31,16 @@ What a message is used for:
   unavailable). After a completed join the camera sends a *welcome*: an
   image set of kind ``welcome`` (an image from every camera and the health
   summary) through the normal encrypt and send steps.
-* Autocrypt (seccam.autocrypt, issue 3): the Level 1 rules for mail from
-  recipients; an encrypted message's verified signer may update the pinned key.
+* Keys (seccam.autocrypt, seccam.keys): the outer headers of an encrypted
+  message carry no authority, so its outer ``Autocrypt:`` header is never
+  read. The inner part counts as written by a recipient only when
+  seccam.authn proves it (signed by the key pinned for that recipient, inner
+  ``From`` = that recipient, addressed to the camera, fresh, never acted on
+  before, recorded in the replay journal first); the key in its inner
+  ``Autocrypt:`` header can then refresh the pinned key or become a
+  *verified* pending key. Everything else (clear text, unauthenticated inner
+  parts) can offer a key only as an unverified pending change: mail never
+  pins or replaces a key (seccam.keys).
 * Anything else is logged and deleted.
 
 A temporary failure (IMAP/SMTP unreachable, disk full) leaves the message on
@@ -56,7 +66,9 @@ MAX_PLAINTEXT_BYTES = 4 << 20
 MAX_MIME_DEPTH = 8
 MAX_MIME_PARTS = 64
 MAX_PER_RUN = 100
-MAX_SET_ASIDE = 100
+# The quarantine's own cap: enough to show a person what arrived, too small to matter on an SD card.
+MAX_SET_ASIDE = 20
+MAX_SET_ASIDE_BYTES = 4 * MAX_MESSAGE_BYTES
 SET_ASIDE_SUFFIX = ".inbox.eml"
 _MULTIPART_RE = re.compile(rb"content-type:\s*multipart/", re.I)
 
@@ -73,7 +85,8 @@ class Result:
     set_aside: int = 0
     oversize: int = 0
     dropped: int = 0              # refused (hostile, garbage, unexpected) or of no use
-    keys_changed: int = 0         # Autocrypt offers that pinned or adopted a key
+    keys_changed: int = 0         # keys pinned (by a completed Secure-Join; mail alone never pins)
+    ignored: int = 0              # encrypted mail without authority (not authenticated, or a replay)
     replies_sent: int = 0
     replies_queued: int = 0
     joined: list = dataclasses.field(default_factory=list)   # [(address, invite id)]
@@ -137,7 +150,7 @@ class _Session:
         self.spool = spool
         self.now = now
         self.smtp_factory = smtp_factory
-        self._gpg = self._store = self._inviter = self._smtp = None
+        self._gpg = self._store = self._inviter = self._smtp = self._journal = None
         self.result = Result()
 
     @property
@@ -191,14 +204,46 @@ class _Session:
         self.result.replies_sent += 1
         log.info("reply to=%s state=sent bytes=%d", to_addr, len(raw))
 
+    @property
+    def journal(self):
+        if self._journal is None:
+            from .authn import Journal
+            self._journal = Journal(self.config.state_dir)
+        return self._journal
+
     def set_aside(self, raw, reason):
-        if len(self.spool.items("corrupt", suffix=SET_ASIDE_SUFFIX)) >= MAX_SET_ASIDE:
-            log.warning("state=dropped reason=%r set_aside_full=%d", reason, MAX_SET_ASIDE)
+        """Keep ``raw`` in the quarantine for a person, pruning the oldest beyond its cap."""
+        if len(raw) > MAX_SET_ASIDE_BYTES:  # pragma: no cover - MAX_MESSAGE_BYTES keeps every message smaller
+            log.warning("state=dropped reason=%r bytes=%d", reason, len(raw))
             return None
-        path = self.spool.write("corrupt", raw, suffix=SET_ASIDE_SUFFIX)
+        _prune_quarantine(self.spool, MAX_SET_ASIDE - 1, MAX_SET_ASIDE_BYTES - len(raw))
+        path = self.spool.write("quarantine", raw, suffix=SET_ASIDE_SUFFIX)
         self.spool.write_reason(path, reason)
         self.result.set_aside += 1
         return path
+
+
+def set_aside_items(spool):
+    """The quarantined messages, oldest first."""
+    return spool.items("quarantine", suffix=SET_ASIDE_SUFFIX)
+
+
+def _prune_quarantine(spool, max_items, max_bytes):
+    items = set_aside_items(spool)
+    sizes = []
+    for path in items:
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:  # pragma: no cover - race: a person removed it just now
+            sizes.append(0)
+    total = sum(sizes)
+    for path, size in zip(items, sizes):
+        if len(items) <= max_items and total <= max_bytes:
+            break
+        spool.remove(path)
+        items = items[1:]
+        total -= size
+        log.info("quarantined=%s state=removed reason=quarantine-full", path.name)
 
 
 def handle(session, raw):
@@ -238,9 +283,7 @@ def handle(session, raw):
             return "dropped", f"from={sender} reason='unexpected Secure-Join step' step={inner_step[:40]!r}"
         if inner.get_content_type() == "multipart/report":
             return "dropped", f"from={sender} reason=report"
-        source = message if message.get("Autocrypt") is not None or inner.get("Autocrypt") is None else inner
-        outcome = autocrypt.process_incoming(source, session.store, session.now(), signed_by=decrypted.signer)
-        return _autocrypt(session, sender, outcome, decrypted.signer)
+        return _encrypted(session, sender, inner, decrypted)
     if step == securejoin.REQUEST:
         return _securejoin(session, session.inviter.handle_request(message))
     if step is not None:
@@ -249,10 +292,30 @@ def handle(session, raw):
     return _autocrypt(session, sender, outcome, None)
 
 
+def _encrypted(session, claimed, inner, decrypted):
+    """A decrypted message that is no Secure-Join step. From here on only the signed inner
+    part counts: ``claimed`` (the outer From) is for the log line, nothing else."""
+    from . import authn, autocrypt
+
+    now = session.now()
+    try:
+        sender = authn.authenticate(inner, decrypted, session.store.pinned_addresses,
+                                    session.config.account.address, now)
+    except authn.NotAuthentic as exc:
+        # Without authority the inner Autocrypt is worth what clear text is: at most an
+        # unverified pending key for a person to look at.
+        session.result.ignored += 1
+        outcome = autocrypt.process_incoming(inner, session.store, now)
+        return "unauthenticated", (f"from={claimed} reason={str(exc)!r} signed_by={decrypted.signer or '-'} "
+                                   f"autocrypt={outcome}")
+    if not session.journal.admit(sender, now=now):
+        session.result.ignored += 1
+        return "replay", f"from={sender.address} signed_by={sender.fingerprint} reason='acted on before'"
+    outcome = autocrypt.process_incoming(inner, session.store, now, verified=True)
+    return _autocrypt(session, sender.address, outcome, sender.fingerprint)
+
+
 def _autocrypt(session, sender, outcome, signer):
-    from .keys import Outcome
-    if outcome in (Outcome.PINNED, Outcome.ADOPTED):
-        session.result.keys_changed += 1
     return "autocrypt", f"from={sender} outcome={outcome} signed_by={signer or '-'}"
 
 
@@ -261,6 +324,7 @@ def _securejoin(session, handled):
         session.send_reply(handled.reply, handled.address)
     if handled.outcome == "joined":
         session.result.joined.append((handled.address, handled.invite))
+        session.result.keys_changed += 1
     elif handled.outcome in ("rejected", "key-pending"):
         session.result.rejected.append((handled.step, handled.reason))
     return "securejoin", handled.log_fields()

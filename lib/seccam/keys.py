@@ -7,16 +7,23 @@ onboarding) and the recipients' public keys in the GnuPG keyring (through
 seccam.gpg, which it imports only when a key must be read or imported, so
 ``pending_changes`` for ``seccam status`` never starts gpg).
 
-Rules it keeps:
+Rules it keeps (docs/security.md, "Who can change what"):
 
 * Only recipients have keys here: addresses in ``[delivery] recipients`` or
   joined ones (:func:`recipients`); anything else is refused by name.
-* Pinning: the first key seen for an address is pinned. A different key is
-  never adopted silently; it is recorded as *pending* (fingerprint, source,
-  first/last seen) and adopted only by a person on the device
-  (``seccam keys accept`` or ``seccam keys import --replace``) or when it
-  arrives in a message signed by the pinned key (``offer(..., signed_by=)``).
-  Delta Chat files a chat by key, and a forged mail must not redirect alarms.
+* A key is pinned, or a pinned key replaced, only by a person or a verified
+  invite: ``seccam keys import`` (:meth:`KeyStore.import_key`, ``--replace``
+  to replace), ``seccam keys accept`` (:meth:`KeyStore.accept`) after comparing
+  fingerprints, or a completed Secure-Join (seccam.securejoin, which proves the
+  invite secret a person handed out). A key seen in mail
+  (:meth:`KeyStore.offer`: Autocrypt, gossip) is never pinned on its own, not
+  even for a recipient who has no key yet: it is at most *pending*, for
+  ``seccam status``, the heartbeat and a person to decide. Delta Chat files a
+  chat by key; a forged mail must never redirect the pictures.
+* Pending keys that only an insider could have produced (offered inside a
+  message signed by the pinned key, or after a completed Secure-Join) are
+  *verified*: no number of forged mails can push them out of the pending
+  list, whose unverified part is capped at :data:`MAX_PENDING`.
 * Offers carry a date (``when``, the Autocrypt effective date); an offer older
   than the newest one already considered for the address is ignored.
 
@@ -24,7 +31,8 @@ Record format (``keys/<address>.json``)::
 
     {"version": 1, "address": "owner@example.org", "fingerprint": "ABCD...",
      "source": "vcard:owner.vcf", "pinned": "2026-11-25T19:11:00Z", "last_seen": "..." | null,
-     "pending": [{"fingerprint", "source", "first_seen", "last_seen", "count", "keydata" (base64)}],
+     "pending": [{"fingerprint", "source", "first_seen", "last_seen", "count", "verified": bool,
+                  "keydata" (base64)}],
      "history": [{"fingerprint", "pinned", "until", "why"}]}
 
 Pending keys stay out of the keyring (their key data is in the record) so gpg
@@ -57,10 +65,10 @@ _LOCK_TIMEOUT_S = 30
 class Outcome(enum.StrEnum):
     """What an offer or import did (logged, and shown by ``seccam keys import``)."""
 
-    PINNED = "pinned"          # first key for the address
+    PINNED = "pinned"          # first key for the address (a person or a verified invite)
     UNCHANGED = "unchanged"    # the pinned key again (refreshed in the keyring)
-    PENDING = "pending"        # a different key, recorded for a person to decide
-    ADOPTED = "adopted"        # a different key, accepted on the device or signed by the pinned key
+    PENDING = "pending"        # a key a person has to decide on (seccam keys accept)
+    ADOPTED = "adopted"        # a pending key accepted on the device (seccam keys accept)
     REPLACED = "replaced"      # manual import with replace=True
     STALE = "stale"            # dated before what was already seen for the address
 
@@ -266,39 +274,45 @@ class KeyStore:
         rec["pending"] = [p for p in rec["pending"] if p["fingerprint"] != fpr]
 
     @staticmethod
-    def _add_pending(rec, fpr, keydata, source, seen):
+    def _add_pending(rec, fpr, keydata, source, seen, verified=False):
         for entry in rec["pending"]:
             if entry["fingerprint"] == fpr:
                 entry["last_seen"] = max(entry["last_seen"], _iso(seen))
                 entry["count"] = entry.get("count", 1) + 1
                 entry["keydata"] = base64.b64encode(keydata).decode("ascii")
-                entry["source"] = source
+                if verified or not entry.get("verified"):
+                    entry["source"] = source
+                entry["verified"] = bool(entry.get("verified") or verified)
                 return
         rec["pending"].append({"fingerprint": fpr, "source": source, "first_seen": _iso(seen),
-                               "last_seen": _iso(seen), "count": 1,
+                               "last_seen": _iso(seen), "count": 1, "verified": bool(verified),
                                "keydata": base64.b64encode(keydata).decode("ascii")})
-        rec["pending"].sort(key=lambda p: p["first_seen"])
-        del rec["pending"][:-MAX_PENDING]
+        # A flood of forged mail must not push out what only an insider could have sent:
+        # verified entries are kept, the unverified ones are capped, oldest out first.
+        keep = [p for p in rec["pending"] if p.get("verified")][-MAX_PENDING:]
+        rest = sorted((p for p in rec["pending"] if not p.get("verified")), key=lambda p: p["last_seen"])
+        rec["pending"] = sorted(keep + rest[-MAX_PENDING:], key=lambda p: p["first_seen"])
 
     def _new_record(self, address):
         return {"version": VERSION, "address": address, "fingerprint": None, "source": None, "pinned": None,
                 "last_seen": None, "pending": [], "history": []}
 
     # -- changes --------------------------------------------------------------
-    def offer(self, address, keydata, source, signed_by=None, when=None, now=None):
-        """A key for ``address`` seen in mail (Autocrypt, gossip, Secure-Join...).
+    def offer(self, address, keydata, source, when=None, now=None, verified=False):
+        """A key for ``address`` seen in mail (Autocrypt, gossip, a Secure-Join for an
+        address that has another key). Never pins and never replaces a pin.
 
-        Pins a first key; the pinned key again is UNCHANGED; a different key is
-        ADOPTED only if ``signed_by`` (the verified signer of the message that
-        carried it) is the pinned key, else PENDING. ``when`` is the message's
-        effective date: an offer older than the newest one seen is STALE.
-        Raises NotRecipientError, DataError (bad key data), GpgError.
+        The pinned key again is UNCHANGED (re-imported: it may carry a new
+        encryption subkey or expiry, which only its owner can sign); any other
+        key, also the first one for an address without a pin, is PENDING for a
+        person (``verified`` marks offers only an insider could have made, see
+        the module docstring). ``when`` is the message's effective date: an
+        offer older than the newest one seen is STALE. Raises
+        NotRecipientError, DataError (bad key data), GpgError.
         """
-        from .gpg import check_fingerprint
         address = self._check_address(address)
         now = time.time() if now is None else now
         seen = now if when is None else when
-        signed_by = check_fingerprint(signed_by) if signed_by else None
         keydata = bytes(keydata)
         info = self.check_key(keydata)
         fpr = info.fingerprint
@@ -307,32 +321,25 @@ class KeyStore:
             last = _ts(rec.get("last_seen"))
             if when is not None and last is not None and when < last:
                 outcome = Outcome.STALE
-            elif not rec.get("fingerprint"):
+            elif fpr == rec.get("fingerprint"):
                 self._import(keydata, fpr)
-                self._adopt(rec, fpr, source, now, "first key")
-                outcome = Outcome.PINNED
-            elif fpr == rec["fingerprint"]:
-                self._import(keydata, fpr)  # may carry a new encryption subkey or expiry
                 outcome = Outcome.UNCHANGED
-            elif signed_by is not None and signed_by == rec["fingerprint"]:
-                self._import(keydata, fpr)
-                self._adopt(rec, fpr, source, now, f"new key signed by the pinned key ({source})")
-                outcome = Outcome.ADOPTED
             else:
-                self._add_pending(rec, fpr, keydata, source, seen)
+                self._add_pending(rec, fpr, keydata, source, seen, verified)
                 outcome = Outcome.PENDING
             if outcome is not Outcome.STALE:
                 if when is not None:
                     rec["last_seen"] = _iso(max(when, last or when))
                 self._save(rec)
         level = logging.WARNING if outcome is Outcome.PENDING else logging.INFO
-        log.log(level, "event=key_offer outcome=%s address=%s fingerprint=%s source=%s pinned=%s",
-                outcome, address, fpr, source, rec.get("fingerprint"))
+        log.log(level, "event=key_offer outcome=%s address=%s fingerprint=%s source=%s verified=%s pinned=%s",
+                outcome, address, fpr, source, "yes" if verified else "no", rec.get("fingerprint"))
         return outcome
 
     def import_key(self, address, keydata, source, replace=False, now=None):
-        """A key a person imports on the device (trusted): pins a first key, and
-        replaces a different pinned key only with ``replace=True`` (else PENDING)."""
+        """A key a person imports on the device, or a completed Secure-Join: pins a first
+        key, and replaces a different pinned key only with ``replace=True`` (else it is a
+        verified PENDING entry for ``seccam keys accept``)."""
         address = self._check_address(address)
         now = time.time() if now is None else now
         keydata = bytes(keydata)
@@ -352,7 +359,7 @@ class KeyStore:
                 self._adopt(rec, fpr, source, now, f"replaced on the device ({source})")
                 outcome = Outcome.REPLACED
             else:
-                self._add_pending(rec, fpr, keydata, source, now)
+                self._add_pending(rec, fpr, keydata, source, now, verified=True)
                 outcome = Outcome.PENDING
             self._save(rec)
         log.info("event=key_import outcome=%s address=%s fingerprint=%s source=%s", outcome, address, fpr, source)
@@ -382,15 +389,26 @@ class KeyStore:
 
     # -- queries ----------------------------------------------------------------
     def pending_changes(self):
-        """``[{"address", "pinned", "fingerprint", "source", "first_seen", "last_seen", "count"}]``."""
+        """``[{"address", "pinned", "fingerprint", "source", "first_seen", "last_seen", "count",
+        "verified"}]``."""
         out = []
         for rec in self.records():
             for p in rec["pending"]:
                 out.append({"address": rec["address"], "pinned": rec.get("fingerprint"),
                             "fingerprint": p["fingerprint"], "source": p.get("source"),
                             "first_seen": p.get("first_seen"), "last_seen": p.get("last_seen"),
-                            "count": p.get("count", 1)})
+                            "count": p.get("count", 1), "verified": bool(p.get("verified"))})
         return out
+
+    def pinned_addresses(self, fingerprint):
+        """The recipients whose pinned key is ``fingerprint`` (normally one)."""
+        try:
+            from .gpg import check_fingerprint
+            fingerprint = check_fingerprint(fingerprint)
+        except DataError:
+            return set()
+        return {rec["address"] for rec in self.records()
+                if rec.get("fingerprint") == fingerprint and self.allowed(rec["address"])}
 
     def encryption_fingerprints(self, addresses):
         """``{address: fingerprint}`` for the addresses whose pinned key is in the

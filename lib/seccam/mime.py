@@ -139,9 +139,9 @@ def autocrypt_fields(addr, keydata, prefer_encrypt=True):
     return fields
 
 
-def _common_headers(env):
+def _common_headers(env, to=None):
     return (_line("From", format_address(env.from_name, env.from_addr))
-            + _line("To", ", ".join(env.to))
+            + _line("To", ", ".join(env.to if to is None else to))
             + _line("Date", format_date(env.date))
             + _line("Message-ID", env.message_id))
 
@@ -209,18 +209,19 @@ def build_inner(env, text, attachment=None, group=None, gossip=(), headers=()):
 
 
 # -- outer part -----------------------------------------------------------------------
-def build_outer(env, autocrypt_value, armored):
+def build_outer(env, autocrypt_value, armored, to=None):
     """The complete RFC 5322 message (bytes, CRLF): outer headers + the two RFC 3156 parts.
 
     ``autocrypt_value`` is the ``Autocrypt:`` header value for the camera
     (``addr=...; prefer-encrypt=mutual; keydata=...``); ``armored`` comes from
-    :func:`armor`.
+    :func:`armor`. ``to`` replaces ``env.to`` in the outer ``To:`` (which is also
+    the SMTP envelope): a group message delivered to one member only.
     """
     boundary = _boundary()
     if not armored.endswith(CRLF):
         armored += CRLF
     out = bytearray()
-    out += _common_headers(env)
+    out += _common_headers(env, to)
     out += _line("Subject", ENCRYPTED_SUBJECT)
     out += _line("MIME-Version", "1.0")
     out += _line("Chat-Version", "1.0")

@@ -173,11 +173,11 @@ class Inviter:
         key fingerprint (None if unsigned or unknown)."""
         from .invites import OPEN, status
 
-        sender = _single_from(outer)
+        # The outer headers are claims; the address that joins is the signed inner From.
+        sender = _single_from(inner)
         result = Handled(REQUEST_WITH_AUTH, "rejected", address=sender)
-        inner_from = _single_from(inner) if inner.get("From") is not None else sender
-        if sender is None or inner_from != sender:
-            result.reason = "From address missing or different inside the encrypted part"
+        if sender is None or _single_from(outer) != sender:
+            result.reason = "From address missing inside the encrypted part, or different outside"
             return result
         if str(inner.get("Secure-Join", "")).strip().lower() != REQUEST_WITH_AUTH:
             result.reason = "Secure-Join header is not protected by the encryption"

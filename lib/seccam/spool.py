@@ -45,6 +45,7 @@ STATES = {
     "outbox.deferred": "outbox/deferred",  # temporary failure; mtime = next attempt
     "outbox.failed": "outbox/failed",    # permanent failure; reason beside it
     "corrupt": "corrupt",                # set aside for a human, with a reason
+    "quarantine": "quarantine",          # inbound mail the inbox could not use; capped, pruned oldest first
     "state": "state",                    # small status stamps, each with one writer
     "locks": "locks",                    # flock files, one per job kind
 }

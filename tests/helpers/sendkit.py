@@ -269,7 +269,7 @@ def decrypt_message(raw, recipient):
     import email.policy
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     armored = msg.get_payload()[1].get_payload(decode=True)
-    plain, signer = recipient.decrypt(armored)
+    plain, signer, _ = recipient.decrypt(armored)
     return email.message_from_bytes(plain, policy=email.policy.default), signer
 
 

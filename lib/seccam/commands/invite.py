@@ -19,6 +19,7 @@ the records seccam.invites; this module only talks to the person.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,10 +100,26 @@ def render_qr(link, png=None, terminal=True, out=None):
         else:
             print(f"(qrencode failed: {done.stderr.strip()[:200]})", file=out)
     if png:
-        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", str(png), link],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-", link],
+                              capture_output=True, timeout=30)
         if done.returncode != 0:
-            raise DataError(f"qrencode could not write {png}: {done.stderr.strip()[:200]}")
+            raise DataError(f"qrencode could not make {png}: {done.stderr.decode(errors='replace').strip()[:200]}")
+        _write_private(png, done.stdout)
+
+
+def _write_private(path, data):
+    """Write ``data`` readable by its owner only: the picture holds both Secure-Join secrets."""
+    from ..durable import write_all
+    from ..errors import DataError
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _present(record, args):

@@ -293,7 +293,8 @@ def _list(args, config):
         else:
             print(f"  {row['address']}  no key: messages to it are held until one is imported{note}")
         for p in row["pending"]:
-            print(f"    PENDING key change: {p['fingerprint']} from {p['source']}, first seen {p['first_seen']}, "
-                  f"last seen {p['last_seen']}, {p['count']}x -> seccam keys accept {row['address']} "
-                  f"{p['fingerprint']}")
+            trust = "verified" if p.get("verified") else "unverified: anyone could have sent it"
+            print(f"    PENDING key: {p['fingerprint']} from {p['source']} ({trust}), first seen {p['first_seen']}, "
+                  f"last seen {p['last_seen']}, {p['count']}x -> compare fingerprints, then: seccam keys accept "
+                  f"{row['address']} {p['fingerprint']}")
     return 0

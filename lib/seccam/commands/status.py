@@ -13,6 +13,7 @@ _LABELS = {
     "outbox.deferred": "messages deferred (will retry)",
     "outbox.failed": "messages failed (need you)",
     "corrupt": "items set aside (need you)",
+    "quarantine": "inbound mail the camera could not use (capped, oldest dropped first)",
 }
 
 
@@ -91,12 +92,16 @@ def render(snap):
         out.append(f"  {state:16} {info['count']:5}  {_LABELS[state]}{inbox}{age}")
         for item, reason in (info.get("reasons") or {}).items():
             out.append(f"      {item}: {reason}")
+    for address, count in sorted((snap.get("held_for") or {}).items()):
+        out.append(f"NO KEY for {address}: {count} alarm(s) held for them alone (the others got theirs); "
+                   "seccam invite, or seccam keys import FILE")
     for change in snap.get("key_changes") or []:
         if "error" in change:
             out.append(f"keys: {change['error']}")
         else:
-            out.append(f"KEY CHANGE for {change.get('address')}: new key {change.get('fingerprint')} "
-                       f"from {change.get('source')}; adopt with: seccam keys accept {change.get('address')} "
+            from ..health import key_change_text
+            out.append(f"KEY: {key_change_text(change)} Compare it with the fingerprint {change.get('address')}'s "
+                       f"Delta Chat shows, then: seccam keys accept {change.get('address')} "
                        f"{change.get('fingerprint')}")
     out.extend(_invite_lines(snap.get("invites")))
     pruned = snap.get("pruned") or {}
