@@ -107,7 +107,7 @@ def run(args, config):
 
 # -- the configuration as it is now ------------------------------------------------------
 class Current:
-    """The configuration before the change. ``account`` is the configured address (None: no
+    """The configuration before the change. ``address`` is the configured account's address (None: no
     [account]); ``broken`` the error of an [account] that does not load (the rest does)."""
 
     def __init__(self, path, config, address=None, broken=None):
