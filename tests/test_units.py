@@ -126,8 +126,18 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     options = _unit_options(UNIT_DIR / unit)["Path"]
     assert options["Unit"] == [unit.replace(".path", ".service")]
     assert (UNIT_DIR / options["Unit"][0]).is_file()
-    [directory] = options["DirectoryNotEmpty"]
-    assert directory.startswith("/var/spool/seccam/") and directory.endswith(("/new", "/incidents/closing"))
+    directories = options["DirectoryNotEmpty"]
+    assert directories and all(d.startswith("/var/spool/seccam/") for d in directories)
+    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early events;
+    # incident: the incidents whose gap has passed).
+    watched = {"seccam-capture.path": ["/var/spool/seccam/events/new", "/var/spool/seccam/early/new"],
+               "seccam-send.path": ["/var/spool/seccam/outbox/new"],
+               "seccam-incident.path": ["/var/spool/seccam/incidents/closing"]}
+    assert directories == watched[unit]
+    # jobs/send also starts when a capture begins, to be connected when the pictures are encrypted.
+    changed = {"seccam-capture.path": [], "seccam-send.path": ["/var/spool/seccam/state/capturing.json"],
+               "seccam-incident.path": []}
+    assert options.get("PathChanged", []) == changed[unit]
 
 
 
