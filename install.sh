@@ -78,12 +78,12 @@ readonly NOLOGIN=/usr/sbin/nologin
 readonly CODE_DIRS=(bin jobs lib docs)
 readonly CODE_FILES=(README.md crontab)
 # Runtime packages (Debian's own; nothing from pip at run time).
-readonly PACKAGES=(python3 python3-gpiozero python3-gnupg python3-schedule gnupg fswebcam qrencode cron
-  util-linux)
+readonly PACKAGES=(python3 python3-gpiozero python3-gnupg python3-schedule python3-pil gnupg fswebcam qrencode
+  cron util-linux)
 # Installed only where the archive has them (Raspberry Pi OS: gpiozero 2.x's default pin factory).
 readonly OPTIONAL_PACKAGES=(python3-lgpio)
 # Units enabled and started; the .service units of the jobs are started by the .path units.
-readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path)
+readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path seccam-incident.path)
 readonly GROUPS_NEEDED=(gpio video)
 readonly SUPPORTED_ARCHES=(amd64 arm64 armhf armel)
 # Debian releases (VERSION_ID and VERSION_CODENAME of /etc/os-release), the primary one first.

@@ -19,6 +19,7 @@ from helpers.coverage_env import with_coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tests" / "bench" / "latency.py"
+INCIDENTS = ROOT / "tests" / "bench" / "incidents.py"
 NUMBER = r"\d+(\.\d+)?"
 # Not a time limit on the benchmark (a slow machine may take many minutes): only what keeps a hung
 # run from hanging the suite.
@@ -118,6 +119,34 @@ def test_bench_refuses_a_file_without_markers_before_measuring(short_tmp):
     assert doc.read_text() == "no markers\n"
 
 
+def test_incident_bench_quick_counts_messages_into_well_formed_tables(short_tmp):
+    doc = short_tmp / "performance.md"
+    doc.write_text("# title\n<!-- incidents:begin -->\nold\n<!-- incidents:end -->\nafter\n")
+    proc = subprocess.run([sys.executable, str(INCIDENTS), "--quick", "--write", str(doc)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = doc.read_text()
+    assert text.startswith("# title\n<!-- incidents:begin -->\n") and text.endswith("<!-- incidents:end -->\nafter\n")
+    assert "\nold\n" not in text and "tests/bench/incidents.py --quick" in text
+    header, rows = _table(text, "Messages for continuous motion")
+    assert header[2:4] == ["today: messages", "with incidents: messages"]
+    [row] = rows
+    # 24 events of one camera: 48 messages without incidents; every capture after the first alarm on a sheet
+    assert row[0].startswith("2 min of motion") and (row[1], row[2]) == ("24", "48")
+    assert int(row[3]) <= 12 and row[4] == "≤ 12" and row[5] == "yes"
+    assert re.fullmatch(r"(\d+) of \1 \(\+ the first alarm's\)", row[7]), row[7]
+    _, latency = _table(text, "First alarm")
+    assert [r[0] for r in latency] == ["incidents off (today)", "incidents on, none open",
+                                       "incidents on, a stale one to close first"]
+    assert all(re.fullmatch(NUMBER, cell) for r in latency for cell in r[1:]), latency
+
+
+def test_incident_bench_refuses_a_file_without_markers(short_tmp):
+    doc = short_tmp / "performance.md"
+    doc.write_text("no markers\n")
+    proc = subprocess.run([sys.executable, str(INCIDENTS), "--quick", "--write", str(doc)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1 and "markers" in proc.stderr and doc.read_text() == "no markers\n"
 def test_alarm_quick_gives_the_pi_like_tables(short_tmp):
     """tests/bench/alarm.py --quick: the PIR pair through the real poller, one USB webcam stand-in, the
     floor, and the breakdown; it writes nothing."""

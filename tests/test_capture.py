@@ -115,8 +115,9 @@ def _start(cfg_path, stop_at=None):
 def test_sigkill_at_any_point_loses_no_event(short_tmp, point):
     cfg_path = write_config(short_tmp)
     cfg, spool = load(cfg_path)
-    first = events.record(spool, "pir", [(17, 1.0)], when=time.time() - 100)
-    second = events.record(spool, "pir", [(27, 2.0)], when=time.time())  # a separate group: two sets
+    # Further apart than the incident gap: two incidents, so two alarm sets.
+    first = events.record(spool, "pir", [(17, 1.0)], when=time.time() - 1000)
+    second = events.record(spool, "pir", [(27, 2.0)], when=time.time())
     proc = _start(cfg_path, point)
     wait_stopped(proc)
     proc.kill()
@@ -145,8 +146,11 @@ def test_two_capture_jobs_at_once_never_capture_an_event_twice(short_tmp):
         events.record(spool, "pir", [(17, now + 10 * i)], when=now + 10 * i)
     procs = [_start(cfg_path) for _ in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
-    all_events = [meta(s)["events"][0]["time"] for s in sets(spool)]
-    assert len(all_events) == 6 and len(set(all_events)) == 6
+    # One incident: the first event is its alarm, the others its captures.
+    [incident] = spool.items("incidents.open")
+    captures = sets(spool) + sorted(incident.glob("*-capture.set"))
+    all_events = [meta(s)["events"][0]["time"] for s in captures]
+    assert len(sets(spool)) == 1 and len(all_events) == 6 and len(set(all_events)) == 6
 
 
 def test_lock_held_elsewhere_makes_the_job_wait_then_fail_temporarily(config_path, monkeypatch):

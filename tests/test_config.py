@@ -29,6 +29,13 @@ def test_defaults_for_a_minimal_config():
     assert (cam.backend, cam.device, cam.resolution) == ("fswebcam", "test", (1280, 720))
     assert cam.preview_resolution == (320, 180)  # aspect kept
     assert cfg.account is None and cfg.delivery.recipients == ()
+    assert (cfg.incident.gap_s, cfg.incident.update_pace_s, cfg.incident.sheet_max) == (
+        300.0, (30.0, 60.0, 120.0, 240.0, 480.0, 600.0), 120)
+
+
+def test_incident_settings_are_read():
+    cfg = parse(BASE + '[incident]\ngap_s = 0\nupdate_pace_s = [10, 20.5]\nsheet_max = 12\n' + CAM)
+    assert (cfg.incident.gap_s, cfg.incident.update_pace_s, cfg.incident.sheet_max) == (0.0, (10.0, 20.5), 12)
 
 
 def test_issue_example_error_names_file_line_key_and_value():
@@ -53,6 +60,12 @@ def test_issue_example_error_names_file_line_key_and_value():
     ('[delivery]\nrecipients = ["not-an-address"]\n', 'delivery.recipients[0]: expected an email address'),
     ('[delivery]\nrecipients = ["a@b.org", "A@b.org"]\n', "delivery.recipients: the same address is listed twice"),
     ('[delivery]\ngroup_id = "short"\n', "delivery.group_id: expected 11-32 characters"),
+    ('[incident]\ngap_s = -1\n', "incident.gap_s: must be at least 0, got -1"),
+    ('[incident]\nupdate_pace_s = 30\n', "incident.update_pace_s: expected a list of 1-32 numbers of seconds, got 30"),
+    ('[incident]\nupdate_pace_s = []\n', "incident.update_pace_s: expected a list of 1-32 numbers"),
+    ('[incident]\nupdate_pace_s = [30, "1m"]\n', 'incident.update_pace_s[1]: expected a number, got "1m"'),
+    ('[incident]\nsheet_max = 0\n', "incident.sheet_max: must be at least 1, got 0"),
+    ('[incident]\ngap = 3\n', "incident.gap: unknown key"),
 ])
 def test_bad_values_are_named(snippet, expected):
     assert expected in error_of(BASE + snippet + CAM)

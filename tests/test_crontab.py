@@ -66,10 +66,10 @@ def test_every_job_is_started_through_its_unit_as_root():
     assert {cmd.split()[0] for _, _, cmd in entries} == {JOB}
 
 
-def test_crontab_runs_capture_send_and_inbox_as_safety_net():
+def test_crontab_runs_capture_send_and_inbox_as_safety_net_and_ends_incidents_every_minute():
     jobs = {cmd.split()[1]: when for when, _, cmd in _entries()}
     assert jobs == {"heartbeat": "0 * * * *", "capture": "* * * * *",
-                    "send": "* * * * *", "inbox": "*/5 * * * *"}
+                    "send": "* * * * *", "inbox": "*/5 * * * *", "incident": "* * * * *"}
 
 
 @pytest.mark.parametrize("command", [cmd for _, _, cmd in _entries()])

@@ -18,6 +18,9 @@ messages decrypted with the camera's own key (the camera encrypts to itself too)
 import email
 import email.policy
 import hashlib
+import json
+import re
+import time
 
 import pytest
 
@@ -183,6 +186,45 @@ def test_owner_key_reaches_the_camera_by_autocrypt_when_the_owner_writes_in_clea
     assert len({m.chat_id for m in got}) == 1 and got[0].chat_id != chat.id  # the key-contact's chat
 
 
+def test_an_incident_arrives_as_first_alarm_an_update_and_the_closing_sheets_with_the_padlock(
+        short_tmp, mailserver, dc_owner, run):
+    """Continuous motion is one incident: the first alarm, an update, then the summary with the sheets."""
+    cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
+    text = cfg.read_text()
+    # Every trigger its own capture (cooldown 0), every follow-up capture an update (pace 0), a short gap.
+    cfg.write_text(text.replace("[delivery]", "[sensors]\ncooldown_s = 0\n\n[incident]\ngap_s = 3\n"
+                                "update_pace_s = [0]\n\n[delivery]", 1))
+    home = short_tmp / "state" / "gnupg"
+    since = len(mailserver.received)
+    for _ in range(2):
+        run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
+    run_ok(run, "jobs/capture", config=cfg)   # the first alarm, then a capture kept and shown in an update
+    run_ok(run, "jobs/send", config=cfg)
+    deadline = time.monotonic() + 60
+    while True:                                # the incident ends once the gap has passed (cron: every minute)
+        run_ok(run, "jobs/incident", config=cfg)
+        status = json.loads(run_ok(run, "bin/seccam", "status", "--json", config=cfg).stdout)
+        if status["incident"]["closed"] == 1:
+            break
+        assert time.monotonic() < deadline, status["incident"]
+        time.sleep(0.5)
+    run_ok(run, "jobs/send", config=cfg)
+    sent = camera_images(mailserver, cam_addr, since, home)
+    subjects = [s for s, _, _ in sent]
+    assert subjects[:5] == ["Motion: front", "Motion: yard", "Motion: front (full size)",
+                            "Motion: yard (full size)", "Motion continues"]
+    assert re.fullmatch(r"Incident ended: \d+ s, 2 events", subjects[5]) and subjects[6] == "Incident sheet 2 of 2"
+    fpr = camera_fpr(home)
+    got = camera_messages(dc_owner, cam_addr, 7, set(), TIMEOUT)
+    assert len(got) == 7 and len({m.chat_id for m in got}) == 1
+    for msg, (_, sha, _) in zip(got, sent):
+        assert msg.show_padlock and msg.view_type == "Image", msg
+        assert msg.file_sha256 == sha and msg.sender_fingerprint == fpr and msg.chat_name == "Front door"
+    assert got[4].text.startswith("Motion continues at Front door: 2 events since ")
+    assert got[5].text.startswith("Motion ended at Front door.") and "Sheet 1 of 2: front, 1 capture" in got[5].text
+    assert got[6].text.startswith("Sheet 2 of 2: yard, 1 capture")
+
+
 def test_a_replayed_owner_message_with_a_forged_autocrypt_key_does_not_redirect_the_next_alarm(
         short_tmp, mailserver, dc_owner, run):
     """Issue 10, hole 1a, end to end: the owner types into the camera chat; the camera's mail
@@ -194,6 +236,8 @@ def test_a_replayed_owner_message_with_a_forged_autocrypt_key_does_not_redirect_
     from seccam.gpg import Gpg
     from helpers.sendkit import kill_agent, short_dir
     cam_addr, cfg = camera_setup(short_tmp, mailserver, [dc_owner], run)
+    # Two test alarms a minute apart must both be alarms: no incident joins them.
+    cfg.write_text(cfg.read_text() + "\n[incident]\ngap_s = 0\n")
     run_ok(run, "bin/seccam", "trigger", "-q", config=cfg)
     run_ok(run, "jobs/capture", config=cfg)
     run_ok(run, "jobs/send", config=cfg)

@@ -241,6 +241,23 @@ def test_confirmed_early_capture_is_the_alarm_and_its_frames_precede_the_confirm
     assert list(spool.dir("tmp").iterdir()) == []
 
 
+def test_an_early_capture_confirmed_during_an_incident_is_kept_in_it_not_sent_as_an_alarm(short_tmp):
+    cfg, spool = load(write_config(short_tmp, cameras=FAST_CAMERAS))
+    events.record(spool, "pir", [(17, time.time() - 60), (27, time.time() - 60)], when=time.time() - 60)
+    [alarm] = capture.process(cfg, spool)                  # the incident's first alarm, a minute ago
+    [incident] = spool.items("incidents.open")
+    now = time.time()
+    early_path = events.record_early(spool, 17, now, now + 10)
+    thread, box = confirm_when_claimed(spool, early_path.name)
+    [kept] = capture.process(cfg, spool)
+    thread.join(5)
+    assert sets(spool) == [alarm]                          # no second alarm
+    assert kept.parent == incident and kept.name == box["path"].name.removesuffix(".json") + "-capture.set"
+    assert meta(kept)["kind"] == "capture" and meta(kept)["early"]["event"] == early_path.name
+    assert [p.name for p in spool.items("incidents.open")] == [incident.name]
+    assert any(p.name.endswith("-update001.set") for p in spool.items("sets.ready"))  # 60 s > the first pace step
+
+
 def test_unconfirmed_early_capture_is_deleted_unsent_unencrypted_and_never_an_alarm(short_tmp, records):
     cfg, spool = load(write_config(short_tmp, cameras=FAST_CAMERAS))
     now = time.time()

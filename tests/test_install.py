@@ -169,7 +169,8 @@ def test_staged_file_records_owners_user_and_packages(installed):
     assert owners["/opt/seccam/bin/seccam"] == ("root:root", "0755")
     assert "user seccam system home=/var/lib/seccam shell=/usr/sbin/nologin groups=gpio video" in lines
     [packages] = [line for line in lines if line.startswith("packages ")]
-    for pkg in ("python3-gpiozero", "python3-gnupg", "python3-schedule", "gnupg", "fswebcam", "qrencode"):
+    for pkg in ("python3-gpiozero", "python3-gnupg", "python3-schedule", "python3-pil", "gnupg", "fswebcam",
+                "qrencode"):
         assert pkg in packages.split()
     assert "packages-if-available python3-lgpio" in lines
 
@@ -212,7 +213,7 @@ def test_units_are_enabled_by_their_install_symlinks(installed):
     units = installed / "etc/systemd/system"
     assert os.readlink(units / "multi-user.target.wants/seccam-poller.service") == \
         "/etc/systemd/system/seccam-poller.service"
-    for path_unit in ("seccam-capture.path", "seccam-send.path"):
+    for path_unit in ("seccam-capture.path", "seccam-send.path", "seccam-incident.path"):
         assert os.readlink(units / "paths.target.wants" / path_unit) == f"/etc/systemd/system/{path_unit}"
     # The jobs' services are started by their path units, not enabled.
     assert not list(units.glob("*.wants/seccam-capture.service"))

@@ -21,7 +21,7 @@ def fake_systemctl(directory, rc=0):
     return log
 
 
-@pytest.mark.parametrize("job", ["capture", "send", "heartbeat", "inbox"])
+@pytest.mark.parametrize("job", ["capture", "send", "heartbeat", "inbox", "incident"])
 def test_with_systemd_the_job_is_started_as_its_unit_and_nothing_runs_outside_it(short_tmp, job):
     (short_tmp / "systemd").mkdir()
     log = fake_systemctl(short_tmp)
@@ -52,7 +52,7 @@ def test_without_systemd_the_job_itself_runs(short_tmp, config_path):
     assert result.returncode == 78 and "spool_dir" in result.stderr  # the job's own one-line error
 
 
-@pytest.mark.parametrize("args, message", [((), "usage: seccam-job {capture|send|heartbeat|inbox}"),
+@pytest.mark.parametrize("args, message", [((), "usage: seccam-job {capture|send|heartbeat|inbox|incident}"),
                                            (("poller",), "unknown job 'poller'"),
                                            (("send", "extra"), "usage:"),
                                            (("../../bin/sh",), "unknown job")])

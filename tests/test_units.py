@@ -89,7 +89,7 @@ def unit_root(tmp_path_factory):
 def test_there_are_units_to_verify():
     assert {"seccam-poller.service", "seccam-capture.path", "seccam-capture.service",
             "seccam-send.path", "seccam-send.service", "seccam-heartbeat.service",
-            "seccam-inbox.service"} <= set(UNITS)
+            "seccam-inbox.service", "seccam-incident.path", "seccam-incident.service"} <= set(UNITS)
 
 
 def test_every_job_has_a_unit_so_cron_can_start_it_in_its_sandbox():
@@ -127,13 +127,16 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     assert options["Unit"] == [unit.replace(".path", ".service")]
     assert (UNIT_DIR / options["Unit"][0]).is_file()
     directories = options["DirectoryNotEmpty"]
-    assert directories and all(d.startswith("/var/spool/seccam/") and d.endswith("/new") for d in directories)
-    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early events).
+    assert directories and all(d.startswith("/var/spool/seccam/") for d in directories)
+    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early events;
+    # incident: the incidents whose gap has passed).
     watched = {"seccam-capture.path": ["/var/spool/seccam/events/new", "/var/spool/seccam/early/new"],
-               "seccam-send.path": ["/var/spool/seccam/outbox/new"]}
+               "seccam-send.path": ["/var/spool/seccam/outbox/new"],
+               "seccam-incident.path": ["/var/spool/seccam/incidents/closing"]}
     assert directories == watched[unit]
     # jobs/send also starts when a capture begins, to be connected when the pictures are encrypted.
-    changed = {"seccam-capture.path": [], "seccam-send.path": ["/var/spool/seccam/state/capturing.json"]}
+    changed = {"seccam-capture.path": [], "seccam-send.path": ["/var/spool/seccam/state/capturing.json"],
+               "seccam-incident.path": []}
     assert options.get("PathChanged", []) == changed[unit]
 
 
@@ -164,7 +167,7 @@ def test_the_score_sees_the_shared_drop_in(unit_root, tmp_path):
 
 @pytest.mark.parametrize("unit, network", [("seccam-poller.service", False), ("seccam-capture.service", False),
                                            ("seccam-heartbeat.service", False), ("seccam-send.service", True),
-                                           ("seccam-inbox.service", True)])
+                                           ("seccam-inbox.service", True), ("seccam-incident.service", False)])
 def test_only_the_jobs_that_talk_to_the_mail_server_have_a_network(unit, network):
     service = _unit_options(UNIT_DIR / unit)["Service"]
     assert (service.get("PrivateNetwork") == ["yes"]) is not network

@@ -6,8 +6,17 @@ spool is over its budget, or the filesystem is nearly full, items are removed
 in this order (docs/reliability.md):
 
 1. heartbeats, oldest first, but never the newest one;
-2. preview messages whose full-size image was delivered already;
-3. alarms, oldest first: their full-size images first, then their previews.
+2. the full-size pictures of incident captures (seccam.incident), closed
+   incidents first, oldest first; their previews stay, so every capture still
+   makes it onto its contact sheet;
+3. the captures of closed incidents (already on a summary's sheet), oldest first;
+4. queued incident updates (their pictures are on the summary's sheets);
+5. preview messages whose full-size image was delivered already;
+6. alarms and incident summaries, oldest first: their full-size images first,
+   then their previews.
+
+The previews of captures of an incident that is not summarised yet are never
+pruned: they are what its contact sheets are made of.
 
 Motion events (a few hundred bytes) and items in ``corrupt/`` are never
 pruned. ``quarantine/`` (inbound mail the inbox set aside) does not count
@@ -21,10 +30,11 @@ item that a job claims at that very moment is simply not pruned.
 
 import logging
 import os
+import re
 import shutil
 import time
 
-from .spool import REASON_SUFFIX, unique_name
+from .spool import REASON_SUFFIX, SpoolFormatError, read_json, unique_name
 
 log = logging.getLogger("seccam.budget")
 
@@ -96,15 +106,42 @@ def classify(name):
     welcome after a Secure-Join (``-welcome``, the owner's proof that joining worked) and the
     back-online summary (``-summary``).
     """
-    kind = "heartbeat" if "-heartbeat" in name else "alarm"
-    for part in ("preview", "full", "text"):
+    kind = "heartbeat" if "-heartbeat" in name else "update" if _UPDATE.search(name) else "alarm"
+    for part in ("preview", "full", "text", "sheet"):
         if f".{part}." in name:
             return kind, part
     return kind, "set"
 
 
+_UPDATE = re.compile(r"-update\d{3}(\.|$)")
+_KIND_SUFFIX = re.compile(r"-(alarm|heartbeat|closing|update\d{3})(\..*)?$")
+
+
 def _set_id(name):
-    return name.split(".set", 1)[0].split("-alarm", 1)[0].split("-heartbeat", 1)[0]
+    return _KIND_SUFFIX.sub("", name.split(".set", 1)[0])
+
+
+def _incident_candidates(spool):
+    """Full-size pictures of incident captures (closed incidents first), then whole closed incidents."""
+    fulls, closed = [], []
+    for state in ("incidents.closed", "incidents.closing", "incidents.open"):
+        for incident in spool.items(state):
+            try:
+                captures = sorted(n for n in os.listdir(incident) if n.endswith("-capture.set"))
+            except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - race: closed or pruned meanwhile
+                continue
+            for cap in captures:
+                try:
+                    meta = read_json(incident / cap / "meta.json")
+                except (OSError, SpoolFormatError):
+                    continue  # the sheet falls back to the files themselves; leave them
+                for cam in meta.get("cameras") or []:
+                    full = cam.get("full") if isinstance(cam, dict) else None
+                    if isinstance(full, str) and "/" not in full and (incident / cap / full).is_file():
+                        fulls.append((f"{incident.name}/{cap}/{full}", state, incident / cap / full))
+            if state == "incidents.closed" and not (incident / "closing.set").exists():
+                closed.append((incident.name, state, incident))
+    return fulls, closed
 
 
 def candidates(spool):
@@ -118,6 +155,7 @@ def candidates(spool):
     if heartbeats:
         newest = _set_id(heartbeats[-1][0])
         heartbeats = [h for h in heartbeats if _set_id(h[0]) != newest]
+    updates = [(n, s, p) for n, s, p in items if classify(n)[0] == "update"]
     alarms = [(n, s, p) for n, s, p in items if classify(n)[0] == "alarm"]
     present = {n for n, _, _ in alarms}
     orphan_previews = []
@@ -127,8 +165,10 @@ def candidates(spool):
             orphan_previews.append((n, s, p))
     rest = [a for a in alarms if a not in orphan_previews]
     # Within alarms: oldest first; in one alarm the full image goes before its preview.
-    rest.sort(key=lambda a: (_set_id(a[0]), {"full": 0, "set": 1, "text": 2, "preview": 3}[classify(a[0])[1]]))
-    return heartbeats + orphan_previews + rest
+    rest.sort(key=lambda a: (_set_id(a[0]), {"full": 0, "sheet": 0, "set": 1, "text": 2,
+                                             "preview": 3}[classify(a[0])[1]]))
+    fulls, closed = _incident_candidates(spool)
+    return heartbeats + fulls + closed + updates + orphan_previews + rest
 
 
 def min_free_bytes(config):

@@ -10,9 +10,12 @@ opened by two captures at the same time anyway. Under the lock nothing in
 ``events/active`` belongs to a live process, so the start-up scan returns it
 to ``events/new``: a run killed at any instant loses no event.
 
-Events closer together than ``cooldown_s`` become one capture. An alarm set's
-ID is derived from its first event, so a run killed after publishing a set
-but before marking its events done does not capture them again.
+Events closer together than ``cooldown_s`` become one capture. Where a capture
+goes is seccam.incident's decision: the first of an incident (or a person's
+request) is an alarm set in ``sets/ready``, sent at once; the later ones of an
+incident are kept in it, and now and then one becomes an update. A set's ID is
+derived from its first event, so a run killed after publishing a set but
+before marking its events done does not capture them again.
 
 After releasing the lock the job hands the new sets to the encrypt step, so
 the plaintext images spend as little time on disk as possible.
@@ -31,7 +34,7 @@ import os
 import time
 
 from . import early as _early
-from . import events, imageset
+from . import events, imageset, incident
 from .faults import checkpoint
 from .errors import SeccamError
 from .spool import TMP_MAX_AGE_S, Spool, SpoolFormatError
@@ -57,6 +60,7 @@ def process(config, spool, now=time.time, while_waiting=None):
             log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
         spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
         spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
+        incident.recover(spool)
         while True:
             claimed = _claim_all(spool)
             early = _early.claim_all(spool)
@@ -69,20 +73,26 @@ def process(config, spool, now=time.time, while_waiting=None):
                 if path is not None:
                     while_waiting = None
                     published.append(path)
-            for group in events.coalesce(claimed, config.sensors.cooldown_s):
-                set_id = group[0]["_path"].name.removesuffix(".json") + "-alarm"
-                if imageset.exists(spool, set_id):
+            for group in incident.groups(claimed, config.sensors.cooldown_s):
+                route = incident.route(config, spool, group)
+                set_id = route.set_id
+                if route.captured(spool):
                     log.info("set=%s already captured; marking events done", set_id)
                 else:
-                    path, _ = imageset.capture(config, spool, "alarm", set_id, group, now=now(),
-                                               while_waiting=while_waiting)
-                    while_waiting = None  # once is enough
+                    hook = incident.during_capture(spool, route, group, now(),
+                                                   while_waiting if route.kind == "alarm" else None)
+                    path, _ = imageset.capture(config, spool, route.kind, set_id, group, now=now(),
+                                               while_waiting=hook, into=route.into)
+                    if route.kind == "alarm":
+                        while_waiting = None  # once is enough
                     published.append(path)
                     checkpoint("capture.published")
+                published += incident.after_capture(config, spool, route, group, now())
                 for ev in group:
                     spool.move(ev["_path"], "events.done")
                     log.info("event=%s state=events.done set=%s", ev["_path"].name, set_id)
                     checkpoint("capture.event-done")
+        incident.close_stale(config, spool, now())
         _prune_done(config, spool, now())
     return published
 

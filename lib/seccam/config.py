@@ -132,6 +132,15 @@ class Delivery:
 
 
 @dataclasses.dataclass(frozen=True)
+class Incident:
+    """How continuous motion is reported (seccam.incident, docs/operations.md)."""
+
+    gap_s: float = 300.0                                   # 0: every capture is an alarm
+    update_pace_s: tuple = (30.0, 60.0, 120.0, 240.0, 480.0, 600.0)  # the last one repeats
+    sheet_max: int = 120                                   # thumbnails on one contact sheet
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole validated configuration file."""
 
@@ -145,6 +154,7 @@ class Config:
     events_keep_days: int = 7
     spool_budget_mb: float | None = None
     min_free_mb: float | None = None
+    incident: Incident = Incident()
 
     def camera(self, name):
         for cam in self.cameras:
@@ -358,7 +368,7 @@ class _Validator:
     # -- sections ---------------------------------------------------------
     def config(self, data, mode):
         self.check_keys(data, "", {"spool_dir", "state_dir", "events_keep_days", "spool_budget_mb", "min_free_mb",
-                                   "sensors", "camera", "account", "delivery"})
+                                   "sensors", "camera", "account", "delivery", "incident"})
         spool_dir = self.get(data, "", "spool_dir", "path", Path("/var/spool/seccam"))
         state_dir = self.get(data, "", "state_dir", "path", Path("/var/lib/seccam"))
         keep = self.get(data, "", "events_keep_days", "int", 7, minimum=0, maximum=3650)
@@ -368,9 +378,10 @@ class _Validator:
         cameras = self.cameras(data.get("camera", []))
         account = self.account(data["account"], mode) if "account" in data else None
         delivery = self.delivery(self.table(data, "delivery"))
+        incident = self.incident(self.table(data, "incident"))
         return Config(path=self.path, spool_dir=spool_dir, state_dir=state_dir, sensors=sensors,
                       cameras=cameras, account=account, delivery=delivery, events_keep_days=keep,
-                      spool_budget_mb=budget, min_free_mb=min_free)
+                      spool_budget_mb=budget, min_free_mb=min_free, incident=incident)
 
     def table(self, data, key):
         value = data.get(key, {})
@@ -537,6 +548,21 @@ class _Validator:
             burst=self.get(t, kp, "burst", "int", 10, minimum=1, maximum=1000),
             heartbeat_image=self.get(t, kp, "heartbeat_image", "str", "full", choices=("full", "preview")),
             hold_days=self.get(t, kp, "hold_days", "float", 7.0, minimum=0.01, maximum=365),
+        )
+
+
+    def incident(self, t):
+        kp = "incident"
+        d = Incident()
+        self.check_keys(t, kp, {f.name for f in dataclasses.fields(Incident)})
+        pace = t.get("update_pace_s", list(d.update_pace_s))
+        if not isinstance(pace, list) or not 1 <= len(pace) <= 32:
+            self.fail(f"{kp}.update_pace_s", f"expected a list of 1-32 numbers of seconds, got {self._show(pace)}")
+        return Incident(
+            gap_s=self.get(t, kp, "gap_s", "float", d.gap_s, minimum=0, maximum=86400),
+            update_pace_s=tuple(self._float(f"{kp}.update_pace_s[{i}]", v, minimum=0, maximum=86400)
+                                for i, v in enumerate(pace)),
+            sheet_max=self.get(t, kp, "sheet_max", "int", d.sheet_max, minimum=1, maximum=400),
         )
 
 

@@ -10,9 +10,10 @@ captures every camera at once, and then:
 
 * **confirmed** - the motion event that confirms it (its ``early`` field
   names the early event) arrives by the early event's ``confirm_by`` (plus
-  :data:`GRACE_S`): the frames are that motion event's alarm set, published
-  at once under the motion event's usual set ID; the early event is noted in
-  ``meta.json`` (``early``);
+  :data:`GRACE_S`): the frames are that motion event's capture, published at
+  once under the motion event's usual set ID: its alarm set, or, during an
+  incident, a capture kept in it (seccam.incident routes it like any other);
+  the early event is noted in ``meta.json`` (``early``);
 * **not confirmed** - nothing confirms it in time: the frames are deleted,
   never published, never encrypted, never sent; the early event is removed
   and no alarm is counted (one ``early=discarded`` log line says so);
@@ -40,7 +41,7 @@ allows (``[sensors] early_capture_burst`` / ``early_capture_refill_s``).
 import logging
 import time
 
-from . import events, imageset
+from . import events, imageset, incident
 from .faults import checkpoint
 from .spool import SpoolFormatError
 
@@ -98,10 +99,14 @@ def capture(config, spool, early, motion, claim_motion, now=time.time, sleep=tim
         spool.remove(tmp)
         log.info("early=%s state=discarded reason=not-confirmed images=deleted", name)
         return _finish(spool, early, None)
-    set_id = confirm["_path"].name.removesuffix(".json") + "-alarm"
-    path = imageset.publish(config, spool, "alarm", set_id, tmp, results, [confirm], now=now(),
-                            early={"event": name, "time": early["time"]})
+    # The confirmed frames go where any capture of that motion would (seccam.incident): the alarm
+    # of a new incident, or a capture kept in the incident that is going on.
+    route = incident.route(config, spool, [confirm])
+    set_id = route.set_id
+    path = imageset.publish(config, spool, route.kind, set_id, tmp, results, [confirm], now=now(),
+                            early={"event": name, "time": early["time"]}, into=route.into)
     checkpoint("early.published")
+    incident.after_capture(config, spool, route, [confirm], now())
     spool.move(confirm["_path"], "events.done")
     log.info("event=%s state=events.done set=%s early=%s", confirm["_path"].name, set_id, name)
     _finish(spool, early, "confirmed")

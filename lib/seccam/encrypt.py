@@ -38,7 +38,7 @@ them.
 
 Outbox names sort in send order (set time, then every preview, then every full image)::
 
-    <set id>.<nn>.<camera>.<preview|full|text>.eml
+    <set id>.<nn>.<camera>.<preview|full|sheet|text>.eml
 
 Kill safety: a message is skipped when its name already exists in any outbox
 state or the set records it as published (``.published-<name>`` inside the
@@ -57,7 +57,10 @@ What each set becomes (docs/deltachat.md):
   the health summary in the first; one text-only message if no camera worked;
 * welcome (jobs/inbox, after a completed Secure-Join): like a heartbeat, but
   always the full image, and the first line says the chat is connected;
-* summary (jobs/send, back online after an outage): one text-only message.
+* summary (jobs/send, back online after an outage): one text-only message;
+* update and closing (seccam.incident: an incident's "motion continues" and its
+  summary with the contact sheets): the messages its ``meta.json`` lists, one
+  image each (an update's picture, a contact sheet), the text in the first.
 
 With one recipient the messages form a 1:1 chat; with several, one encrypted
 Delta Chat group (``Chat-Group-ID`` stable per camera key, ``Chat-Group-Name``,
@@ -88,7 +91,9 @@ _PUBLISHED_PREFIX = ".published-"
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 LOCK_TIMEOUT_S = 600
-KINDS = ("alarm", "heartbeat", "welcome", "summary")
+KINDS = ("alarm", "heartbeat", "welcome", "summary", "update", "closing")
+# Kinds whose meta.json lists its messages ready-made (seccam.incident writes them).
+LISTED = ("update", "closing")
 COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
 _COPY_PREFIX = ".held-for-"
 
@@ -470,6 +475,17 @@ def load_meta(path):
     health = meta.get("health")
     if health is not None and not isinstance(health, dict):
         raise SpoolFormatError("meta.json: health is not an object")
+    if meta["kind"] in LISTED:
+        messages = meta.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise SpoolFormatError("meta.json: messages is not a non-empty list")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("subject"), str) or not isinstance(m.get("text"), str):
+                raise SpoolFormatError(f"meta.json: messages[{i}] needs a subject and a text")
+            if m.get("image") is not None and (not isinstance(m["image"], str) or not _FILE_RE.match(m["image"])):
+                raise SpoolFormatError(f"meta.json: messages[{i}].image is not a file name")
+            if not isinstance(m.get("camera", "all"), str) or not _CAMERA_RE.match(m.get("camera", "all")):
+                raise SpoolFormatError(f"meta.json: messages[{i}].camera is not a camera name")
     return meta
 
 
@@ -516,6 +532,15 @@ def plan(meta, set_path, heartbeat_image="full"):
     if meta["kind"] == "summary":
         text = str((meta.get("health") or {}).get("text") or "Back online.")
         return [Planned(0, "all", "text", "Back online", text, None)]
+    if meta["kind"] in LISTED:
+        out = []
+        for nn, m in enumerate(meta["messages"]):
+            image = Path(set_path) / m["image"] if m.get("image") else None
+            if image is not None and not image.is_file():
+                image = None
+            out.append(Planned(nn, m.get("camera", "all"), "sheet" if image else "text", m["subject"], m["text"],
+                               image))
+        return out
     ok, failed = [], []
     for cam in meta["cameras"]:
         if cam["ok"] and not all((Path(set_path) / cam[k]).is_file() for k in ("full", "preview")):
@@ -572,7 +597,8 @@ def build_message(crypto, set_id, meta, item):
     attachment = None
     if item.image is not None:
         stamp = meta["_created"].astimezone(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        filename = f"{item.camera}-{stamp}{'-preview' if item.kind == 'preview' else ''}.jpg"
+        extra = {"preview": "-preview", "sheet": f"-{meta['kind']}{item.nn + 1}"}.get(item.kind, "")
+        filename = f"{item.camera}-{stamp}{extra}.jpg"
         attachment = mime.Attachment(filename=filename, data=item.image.read_bytes())
     inner = mime.build_inner(env, item.text, attachment, group=crypto.group, gossip=crypto.gossip)
     binary = crypto.gpg.encrypt_sign(inner, list(crypto.recipient_fprs) + [crypto.camera_fpr],

@@ -25,7 +25,7 @@ import datetime as _dt
 import os
 import socket
 
-from .spool import SpoolFormatError, read_json
+from .spool import SpoolFormatError, read_json, unique_name
 
 VERSION = 1
 SOURCES = ("pir", "button", "trigger")
@@ -62,7 +62,8 @@ def record(spool, source, sensors=(), when=None, early=None):
     }
     if early:
         event["early"] = early
-    return spool.write_json("events.new", event, name=None)
+    # Named by the motion's time, so the spool lists events in the order they happened.
+    return spool.write_json("events.new", event, name=unique_name(".json", now_ns=int(when * 1e9)))
 
 
 def record_early(spool, pin, active_at, confirm_by):

@@ -150,6 +150,15 @@ def _pruned(spool):
             "last": events.iso(stamp["last"]) if isinstance(stamp.get("last"), (int, float)) else None}
 
 
+def incidents(config, spool, now):
+    """The current incident and the kept captures (seccam.incident.describe)."""
+    try:
+        from . import incident
+        return incident.describe(config, spool, now)
+    except Exception as exc:  # status must show what it can, whatever a sub-report does
+        return {"error": f"cannot read incidents: {exc}"}
+
+
 def key_problems(config):
     """Recipient key changes waiting for the owner, or why the key store cannot be read."""
     try:
@@ -269,6 +278,7 @@ def snapshot(config, spool, now=None, with_keys=True, with_blockers=False):
         "disk": disk(spool),
         "pruned": _pruned(spool),
         "outage": outage(spool, queues),
+        "incident": incidents(config, spool, now),
         "held_for": held_for(spool),
     }
     if with_keys:
@@ -306,6 +316,10 @@ def summary_text(snap, since_count=None, results=None, since=None):
         lines.append(f"Motion sensors were down from {down['from']} to {down['to']} ({how}).")
     if since_count is not None:
         lines.append(f"Motion events since the last heartbeat: {since_count}.")
+    from .incident import status_text
+    current = status_text(snap.get("incident"))
+    if current:
+        lines.append(current)
     q = snap["queues"]
     waiting = sum(q[s]["count"] for s in WAITING)
     lines.append(f"Messages waiting to be sent: {waiting}.")

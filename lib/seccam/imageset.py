@@ -31,15 +31,17 @@ def set_name(set_id):
     return set_id + SET_SUFFIX
 
 
-def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, while_waiting=None):
+def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, while_waiting=None, into=None):
     """Capture every camera and publish the set; return ``(set_path, results)``.
 
     ``health(results)`` (heartbeats) returns the health summary, computed after
-    the capture so that it includes this capture's camera results.
+    the capture so that it includes this capture's camera results. The set goes
+    to ``sets/ready``, or into the directory ``into`` (an open incident keeps its
+    follow-up captures, seccam.incident).
     """
     now = time.time() if now is None else now
     tmp, results = shoot(config, spool, now, while_waiting)
-    return publish(config, spool, kind, set_id, tmp, results, event_list, health, now), results
+    return publish(config, spool, kind, set_id, tmp, results, event_list, health, now, into=into), results
 
 
 def shoot(config, spool, now=None, while_waiting=None):
@@ -77,9 +79,10 @@ def shoot(config, spool, now=None, while_waiting=None):
     return tmp, results
 
 
-def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=None, now=None, early=None):
-    """Write ``meta.json`` into ``tmp`` (what :func:`shoot` made) and publish it as set ``set_id``;
-    return the set's path. ``early``: the early event whose capture this is (recorded in meta)."""
+def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=None, now=None, early=None, into=None):
+    """Write ``meta.json`` into ``tmp`` (what :func:`shoot` made) and publish it as set ``set_id``
+    into ``sets/ready``, or into the directory ``into`` (an open incident); return the set's path.
+    ``early``: the early event whose capture this is (recorded in meta)."""
     now = time.time() if now is None else now
     meta = {
         "version": VERSION,
@@ -98,7 +101,10 @@ def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=Non
         with open(tmp / META, "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=1, sort_keys=True)
         checkpoint("imageset.built")
-        path = spool.publish(tmp, "sets.ready", set_name(set_id))
+        if into is None:
+            path = spool.publish(tmp, "sets.ready", set_name(set_id))
+        else:
+            path = spool.publish_into(tmp, into, set_name(set_id))
     except OSError as exc:
         spool.remove(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -111,7 +117,8 @@ def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=Non
             log.info("camera=%s set=%s ok seconds=%.2f", r.camera, set_id, r.seconds)
         else:
             log.warning("camera=%s set=%s failed error=%r", r.camera, set_id, r.error)
-    log.info("set=%s kind=%s state=sets.ready cameras_ok=%d cameras_failed=%d", set_id, kind,
+    log.info("set=%s kind=%s state=%s cameras_ok=%d cameras_failed=%d", set_id, kind,
+             "sets.ready" if into is None else f"incidents.open/{into.name}",
              sum(r.ok for r in results), sum(not r.ok for r in results))
     return path
 

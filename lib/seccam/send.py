@@ -36,9 +36,10 @@ Retry policy, Postfix-style but impatient, because an alarm is urgent:
   account and never burns the messages: they stay deferred, not failed);
 * the first message that gets through ends the outage: every deferred
   message becomes due at once, alarms go out first (oldest first, preview
-  before full), then one summary of what happened while offline, then the
-  newest heartbeat. Older queued heartbeats collapse into the newest one; the
-  summary counts them;
+  before full; an incident's queued updates give way to its summary sheets, or
+  to its newest update while it lasts), then one summary of what happened while
+  offline, then the newest heartbeat. Older queued heartbeats collapse into the
+  newest one; the summary counts them;
 * a message the server refuses permanently (5xx: too large, recipient
   rejected) goes to ``outbox/failed`` with the reason; ``seccam status`` and the
   next heartbeat report it;
@@ -62,6 +63,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import re
 import time
 
 from .errors import EX_OK, EX_TEMPFAIL, ConfigError, PermanentError, SeccamError, TemporaryError
@@ -175,12 +177,22 @@ def due_deferred(spool, now, everything=False):
 
 
 def kind_of(name):
-    """Send class of an outbox message: 0 alarm, 1 summary/other, 2 heartbeat."""
+    """Send class of an outbox message: 0 alarm (and an incident's updates and summary),
+    1 back-online summary/other, 2 heartbeat."""
     if "-heartbeat." in name:
         return 2
-    if "-alarm." in name:
+    if "-alarm." in name or incident_of(name) is not None:
         return 0
     return 1
+
+
+def incident_of(name):
+    """(incident ID, "closing" | "update") for an incident's update or summary message, else None."""
+    match = _INCIDENT_MESSAGE.match(name)
+    return (match.group(1), match.group(2)) if match else None
+
+
+_INCIDENT_MESSAGE = re.compile(r"^(.+)-(closing|update)(?:\d{3})?\.\d{2}\.")
 
 
 def _set_of(name):
@@ -200,6 +212,28 @@ def collapse_heartbeats(spool):
         if _set_of(path.name) in stale:
             spool.remove(path)
             log.info("message=%s state=removed reason=stale-heartbeat newest=%s", path.name, sets[-1])
+    return len(stale)
+
+
+def collapse_updates(spool):
+    """Remove queued incident updates that are stale: all of an incident whose summary is
+    queued too, else all but the newest (every picture they showed is on the summary's
+    sheets). After an outage the owner gets the first alarm and the summary, not the
+    updates of an hour. Returns how many update sets went."""
+    queued = [p for state in ("outbox.new", "outbox.deferred") for p in spool.items(state)]
+    closing = {incident_of(p.name)[0] for p in queued if (incident_of(p.name) or (None, ""))[1] == "closing"}
+    updates = {}
+    for path in queued:
+        found = incident_of(path.name)
+        if found and found[1] == "update":
+            updates.setdefault(found[0], set()).add(_set_of(path.name))
+    stale = set()
+    for inc, sets in updates.items():
+        stale |= sets if inc in closing else set(sorted(sets)[:-1])
+    for path in queued:
+        if _set_of(path.name) in stale:
+            spool.remove(path)
+            log.info("message=%s state=removed reason=stale-update", path.name)
     return len(stale)
 
 
@@ -285,6 +319,7 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
         log.info("message=%s state=outbox.new recovered=1", path.name)
     outage = spool.read_state("outage")
     collapsed = collapse_heartbeats(spool)
+    collapse_updates(spool)
     if collapsed and outage is not None:
         outage["collapsed_heartbeats"] = int(outage.get("collapsed_heartbeats", 0)) + collapsed
         collapsed_pending = 0
@@ -294,7 +329,7 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
     due_deferred(spool, now, everything=flush or probing)
     limiter = RateLimit(spool, config.delivery.rate_per_minute, config.delivery.burst, clock, sleep)
     sent = failed = deferred = 0
-    alarms_sent = set()
+    alarms_sent, summaries_sent = set(), set()
     session_error = last_error = None
     temp_in_a_row = 0
     summary_done = False
@@ -306,7 +341,7 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
                 # Back online: alarms first, then the summary, then the rest.
                 if not any(kind_of(p.name) == 0 for p in queue):
                     summary_done = True
-                    if _summary(config, spool, outage, now, len(alarms_sent)):
+                    if _summary(config, spool, outage, now, len(alarms_sent), len(summaries_sent)):
                         continue
             elif outage is not None and not summary_done:
                 queue = [p for p in queue if kind_of(p.name) == 0] or queue
@@ -360,8 +395,10 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
                 spool.remove(claimed)
                 sent += 1
                 temp_in_a_row = 0
-                if kind_of(path.name) == 0:
+                if "-alarm." in path.name:
                     alarms_sent.add(_set_of(path.name))
+                elif (incident_of(path.name) or (None, ""))[1] == "closing":
+                    summaries_sent.add(_set_of(path.name))
                 if outage is not None and sent == 1:
                     # The first message through ends the wait for everything deferred.
                     due_deferred(spool, now, everything=True)
@@ -450,7 +487,7 @@ def _outage(outage, exc, now):
     return outage
 
 
-def _summary(config, spool, outage, now, alarm_sets):
+def _summary(config, spool, outage, now, alarm_sets, incident_summaries=0):
     """Publish and encrypt the 'back online' summary; True if a message was queued."""
     from . import encrypt, events, health
     from .spool import unique_name
@@ -458,7 +495,9 @@ def _summary(config, spool, outage, now, alarm_sets):
     minutes = max(0, round((now - since) / 60))
     text = [f"Back online. The camera could not send for about {minutes} minute(s), "
             f"from {events.iso(since)} to {events.iso(now)} (last error: {outage.get('error')}).",
-            f"Alarms from that time: {alarm_sets} (delivered above).",
+            f"Alarms from that time: {alarm_sets} (delivered above)."
+            + (f" Incidents summarised with every picture on contact sheets: {incident_summaries}."
+               if incident_summaries else ""),
             f"Motion events recorded meanwhile: {health.events_since(spool, since)}."]
     if outage.get("collapsed_heartbeats"):
         text.append(f"Heartbeats skipped: {outage['collapsed_heartbeats']} (only the newest is sent).")

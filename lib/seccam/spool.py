@@ -45,6 +45,9 @@ STATES = {
     "outbox.active": "outbox/active",    # claimed by the send job
     "outbox.deferred": "outbox/deferred",  # temporary failure; mtime = next attempt
     "outbox.failed": "outbox/failed",    # permanent failure; reason beside it
+    "incidents.open": "incidents/open",        # the incident collecting captures (seccam.incident)
+    "incidents.closing": "incidents/closing",  # incidents whose gap has passed, waiting for their summary
+    "incidents.closed": "incidents/closed",    # summarised; their captures kept events_keep_days
     "corrupt": "corrupt",                # set aside for a human, with a reason
     "quarantine": "quarantine",          # inbound mail the inbox could not use; capped, pruned oldest first
     "state": "state",                    # small status stamps, each with one writer
@@ -151,8 +154,13 @@ class Spool:
 
     def publish(self, tmp_path, state, name=None):
         """Rename a finished file or directory from ``tmp/`` into ``state``, durably."""
+        return self.publish_into(tmp_path, self.dir(state), name)
+
+    def publish_into(self, tmp_path, directory, name=None):
+        """:meth:`publish` into ``directory``, an item of a state that holds items of its own
+        (an incident's directory collects its captures)."""
         tmp_path = Path(tmp_path)
-        dest = self.dir(state) / (name or tmp_path.name)
+        dest = Path(directory) / (name or tmp_path.name)
         if tmp_path.is_dir():
             for child in tmp_path.iterdir():
                 _fsync_file(child)

@@ -106,6 +106,9 @@ class Setup:
                 "early_capture_burst = 100\nearly_capture_refill_s = 1\n\n"
                 + sendkit.account_toml(port=sink.port)
                 + f'\n[delivery]\nrecipients = ["{latency.RECIPIENT}"]\nrate_per_minute = 6000\nburst = 1000\n'
+                # Every repetition must be a first alarm: no incident joins them (tests/bench/incidents.py
+                # measures a first alarm with incidents on).
+                + "\n[incident]\ngap_s = 0\n"
                 + cams)
         self.cam.config_path.write_text(text)
         self.cam.config_path.chmod(0o600)

@@ -173,12 +173,16 @@ def camera_toml(n):
                    for name in CAMERA_NAMES[:n])
 
 
-def setup_camera(n, port):
-    """sendkit.make_camera (short GnuPG homes, keys made and imported), then our own config."""
+def setup_camera(n, port, incidents=False):
+    """sendkit.make_camera (short GnuPG homes, keys made and imported), then our own config.
+
+    Every repetition must be a first alarm, so incidents are off unless asked for (the
+    incident benchmark, tests/bench/incidents.py, measures a first alarm with them on)."""
     cam = sendkit.make_camera(recipients=(RECIPIENT,))
     text = (f'spool_dir = "{cam.root}/spool"\nstate_dir = "{cam.root}/state"\n\n'
             + sendkit.account_toml(port=port)
             + f'\n[delivery]\nrecipients = ["{RECIPIENT}"]\nrate_per_minute = 6000\nburst = 1000\n'
+            + ("" if incidents else "\n[incident]\ngap_s = 0\n")
             + camera_toml(n))
     cam.config_path.write_text(text)
     cam.config_path.chmod(0o600)

@@ -20,6 +20,19 @@ wait_for() {  # wait_for SECONDS COMMAND...: until COMMAND succeeds
 
 sent() { local n; n=$(find "${SINK}" -name '*.eml' | wc -l); ((n >= $1)); }
 
+incidents_over() {  # cron's way to end incidents; true once none is open or waiting for its summary
+  /opt/seccam/bin/seccam-job incident >/dev/null 2>&1 || return 1
+  [[ -z "$(find /var/spool/seccam/incidents/open /var/spool/seccam/incidents/closing -mindepth 1 -maxdepth 1)" ]]
+}
+
+wait_incidents_over() {  # wait_incidents_over SECONDS: like cron, not every 0.5 s: systemd refuses
+  local until=$((SECONDS + $1))  # a unit's sixth start within 10 s (StartLimitBurst)
+  until incidents_over; do
+    if ((SECONDS >= until)); then return 1; fi
+    sleep 4
+  done
+}
+
 unit_result() {  # what systemd recorded of UNIT's runs since boot (its journal: a finished oneshot
   # unit nobody references is unloaded, and `systemctl show` forgets it)
   local unit=$1 log
@@ -48,6 +61,10 @@ main() {
   cat >/etc/seccam/seccam.toml <<TOML
 [sensors]
 warmup_s = 0
+cooldown_s = 0
+[incident]
+gap_s = 10
+update_pace_s = [3600]
 [[camera]]
 name = "bars"
 device = "test"
@@ -87,6 +104,22 @@ TOML
   /opt/seccam/bin/seccam-job inbox  # no imap_host: the job says so and exits 0
   result inbox_job "$?"
   unit_result seccam-inbox.service
+
+  # Incidents: the alarm above opened one; once its gap (10 s here) has passed, cron's line
+  # (bin/seccam-job incident) ends it, and its summary (text only: it had one capture) goes out.
+  # Then two triggers at once are a new incident: its first alarm, and the second capture kept,
+  # not sent. Ending that one draws its contact sheet with python3-pil in the incident unit's
+  # sandbox (no network, no devices). 3 + 1 + 2 + 1 = 7 messages.
+  if wait_incidents_over 90; then result first_incident_over yes; else result first_incident_over no; fi
+  seccam trigger -q
+  seccam trigger -q
+  wait_for 90 sent 6
+  if wait_incidents_over 90; then result incidents_over yes; else result incidents_over no; fi
+  wait_for 90 sent 7
+  result messages_after_incidents "$(find "${SINK}" -name '*.eml' | wc -l)"
+  result incidents_closed "$(find /var/spool/seccam/incidents/closed -mindepth 1 -maxdepth 1 | wc -l)"
+  result incident_sheets "$(cat /var/spool/seccam/incidents/closed/*/summary.json | grep -c '"file": "sheet-')"
+  unit_result seccam-incident.service
 
   # Every message sent is ciphertext only, signed by the camera and readable by the owner.
   gpg --homedir /var/lib/seccam/gnupg --export | GNUPGHOME=/probe/owner gpg --batch --import 2>/dev/null

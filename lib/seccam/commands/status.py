@@ -5,8 +5,10 @@ no account, no camera key, a recipient without a usable key), then the rest.
 ``--json`` has the same under ``"blockers"`` (``[]`` when alarms can be sent).
 """
 
-HELP = "what blocks alarms, then queues, last motion and capture, cameras, poller, outage, invites, free disk"
+HELP = ("what blocks alarms, then the current incident, queues, last motion and capture, cameras, poller, "
+        "outage, invites, free disk")
 USES_GPG = True
+
 
 _LABELS = {
     "events.new": "motion events waiting for capture",
@@ -53,6 +55,29 @@ def _outage_lines(outage):
     return lines
 
 
+def _incident_lines(info):
+    """The current incident, incidents waiting for their summary, captures kept in the spool."""
+    if not info:
+        return []
+    if info.get("error"):
+        return [f"incidents   {info['error']}"]
+    lines = []
+    if info.get("gap_s", 0) <= 0:
+        lines.append("incidents   off ([incident] gap_s = 0): every capture is sent as an alarm")
+    inc = info.get("open")
+    if inc:
+        lines.append(f"incident    in progress since {inc['since']}: {inc['events']} motion event(s), "
+                     f"{inc['captures']} capture(s), last motion {inc['last_motion']}")
+        lines.append(f"            {inc['updates']} update(s) sent (last {inc['last_update'] or 'none yet'}); "
+                     f"ends at {inc['ends']} unless motion continues")
+    if info.get("closing"):
+        lines.append(f"incidents   {info['closing']} ended, summary being made (jobs/incident, every minute)")
+    if info.get("kept_captures"):
+        lines.append(f"kept        {info['kept_captures']} capture(s) of {info['closed']} ended and "
+                     f"{1 if inc else 0} running incident(s), full size, in incidents/ of the spool")
+    return lines
+
+
 def _invite_lines(invites):
     if not invites:
         return []
@@ -92,6 +117,7 @@ def render(snap):
         out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
     else:
         out.append(f"poller      NOT RUNNING (last seen {p['last_seen'] or 'never'})")
+    out.extend(_incident_lines(snap.get("incident")))
     out.append(f"last motion    {snap['last_motion'] or 'never'}")
     out.append(f"last capture   {snap['last_capture'] or 'never'}")
     out.append(f"last heartbeat {snap['last_heartbeat'] or 'never'}")
