@@ -677,3 +677,17 @@ def test_a_for_field_that_is_not_one_address_of_an_alarm_is_malformed(cam, meta_
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(encrypt.SpoolFormatError, match="for is not one recipient's address"):
         encrypt.load_meta(path)
+
+
+def test_what_the_encrypt_and_send_steps_write_in_tmp_is_not_the_capture_jobs_to_clean(cam):
+    """jobs/capture removes tmp/*.set at start under the capture lock; a held copy (encrypt lock)
+    or an outage summary (send lock) being written at that moment must not be among them."""
+    from seccam import imageset, send
+    spool = cam.spool
+    copy = spool.make_tmp_dir(encrypt.COPY_TMP_SUFFIX)
+    summary = spool.make_tmp_dir(send.SUMMARY_TMP_SUFFIX)
+    capture = spool.make_tmp_dir(imageset.SET_SUFFIX)
+    assert spool.clean_tmp(imageset.SET_SUFFIX) == 1
+    assert copy.is_dir() and summary.is_dir() and not capture.exists()
+    encrypt.process(cam.config, spool)  # its owner cleans its own leftovers
+    assert not copy.exists() and summary.is_dir()

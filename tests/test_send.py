@@ -318,3 +318,10 @@ def test_back_online_summary_that_cannot_be_encrypted_waits_and_the_alarms_still
     (summary,) = spool.items("sets.ready")
     assert summary.name.endswith("-summary.set") and "Back online" in (summary / "meta.json").read_text()
     assert any(m.startswith("step=encrypt-summary error=") for _, _, m in journal())
+
+
+def test_a_summary_a_killed_send_job_was_writing_is_removed_by_the_next(cam):
+    leftover = cam.spool.make_tmp_dir(send.SUMMARY_TMP_SUFFIX)
+    (leftover / "meta.json").write_text("{half")
+    assert send.work(cam.config) == 0
+    assert not leftover.exists()

@@ -95,6 +95,7 @@ KINDS = ("alarm", "heartbeat", "welcome", "summary", "update", "closing")
 # Kinds whose meta.json lists its messages ready-made (seccam.incident writes them).
 LISTED = ("update", "closing")
 COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
+COPY_TMP_SUFFIX = ".copy-set"  # a held copy while it is written in tmp/ (under the encrypt lock)
 _COPY_PREFIX = ".held-for-"
 
 
@@ -165,6 +166,7 @@ def process(config, spool, now=None, lock_timeout_s=LOCK_TIMEOUT_S, crypto=None)
     with spool.lock("encrypt", timeout_s=lock_timeout_s):
         # Only this step writes *.eml into tmp/, and only under this lock: leftovers are a dead run's.
         spool.clean_tmp(MESSAGE_SUFFIX)
+        spool.clean_tmp(COPY_TMP_SUFFIX)  # a held copy a killed run was still writing
         for path in spool.recover("sets.active", "sets.ready"):
             log.info("set=%s state=sets.ready recovered=1", _set_id(path))
         if not spool.items("sets.ready", suffix=SET_SUFFIX) and not spool.items("sets.held", suffix=SET_SUFFIX):
@@ -395,7 +397,8 @@ def _hold_copy(spool, path, set_id, meta, address):
     mark = path / (_COPY_PREFIX + cid)
     if mark.exists() or imageset.exists(spool, cid):
         return 0
-    tmp = spool.make_tmp_dir(SET_SUFFIX)
+    # Not "*.set": jobs/capture removes those in tmp/ at start under its own lock, which we do not hold.
+    tmp = spool.make_tmp_dir(COPY_TMP_SUFFIX)
     for cam in meta["cameras"]:
         for key in ("full", "preview"):
             if cam.get("ok") and (path / cam[key]).is_file():

@@ -70,6 +70,8 @@ from .errors import EX_OK, EX_TEMPFAIL, ConfigError, PermanentError, SeccamError
 from .faults import checkpoint
 
 log = logging.getLogger("seccam.send")
+# The outage summary set while it is written in tmp/ (owned by this job, under the send lock).
+SUMMARY_TMP_SUFFIX = ".summary-set"
 
 PROG = "seccam-send"
 BACKOFF_MIN_S = 60
@@ -103,6 +105,7 @@ def work(config, args=None, now=None, smtp_factory=None, **pacing):
                 raise
             log.info("state=skipped reason=another-send-job-running")
             return EX_OK
+        spool.clean_tmp(SUMMARY_TMP_SUFFIX)  # a killed run's half-written summary: ours, we hold the lock
         encrypt_error = _encrypt(config, spool)
         code = deliver(config, spool, now=now, smtp_factory=smtp_factory, flush=flush, **pacing)
     if encrypt_error is not None:
@@ -502,7 +505,8 @@ def _summary(config, spool, outage, now, alarm_sets, incident_summaries=0):
     if outage.get("collapsed_heartbeats"):
         text.append(f"Heartbeats skipped: {outage['collapsed_heartbeats']} (only the newest is sent).")
     set_id = unique_name(now_ns=int(now * 1e9)) + "-summary"
-    tmp = spool.make_tmp_dir(".set")
+    # Not "*.set": jobs/capture removes those in tmp/ at start under its own lock, which we do not hold.
+    tmp = spool.make_tmp_dir(SUMMARY_TMP_SUFFIX)
     meta = {"version": 1, "kind": "summary", "id": set_id, "created": events.iso(now), "events": [],
             "cameras": [], "health": {"text": "\n".join(text)}}
     import json
