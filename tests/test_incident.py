@@ -571,3 +571,37 @@ def test_the_incident_is_opened_while_the_cameras_expose_and_a_failure_there_cos
     capture.process(cam.cfg, cam.spool, now=lambda: T0 + 2 * GAP, while_waiting=lambda: prewarmed.append(1))
     assert prewarmed == [1] and len(calls) == 2
     assert len(cam.ready("alarm")) == 2 and len(cam.state("open")) == 1 and len(cam.state("closing")) == 1
+
+
+def test_a_recipient_without_a_key_gets_the_closing_sheets_later_and_alone(short_tmp):
+    """Issue 10's held copies also keep an incident's summary for a recipient whose key is missing:
+    its sheets hold every capture. The updates are stale by then and are not kept."""
+    from helpers import sendkit
+    c = Cam(short_tmp, body='[delivery]\nrecipients = ["owner@seccam.test", "bob@seccam.test"]\n')
+    owner = sendkit.make_recipient("owner@seccam.test", config=c.cfg)
+    bob = sendkit.make_recipient("bob@seccam.test")
+    from seccam.gpg import Gpg
+    Gpg(c.cfg.state_dir / "gnupg").generate_camera_key("cam@seccam.test")
+    try:
+        for t in range(0, 121, 30):
+            c.at(T0 + t)
+        [closing] = c.end(T0 + 120 + GAP)
+        sheets = sorted(m["image"] for m in meta(closing)["messages"])
+        encrypt.process(c.cfg, c.spool)
+        held = {p.name: p for p in c.spool.items("sets.held")}
+        copy = encrypt.copy_id(closing.name.removesuffix(".set"), "bob@seccam.test") + ".set"
+        assert copy in held and copy.endswith("-closing.set")
+        assert sorted(p.name for p in held[copy].glob("sheet-*.jpg")) == sheets
+        assert not [n for n in held if "-update" in n]
+        for path in c.spool.items("outbox.new"):
+            c.spool.remove(path)
+        sendkit.import_recipient(c.cfg, bob)
+        encrypt.process(c.cfg, c.spool)
+        sent = [p for p in c.spool.items("outbox.new") if p.name.startswith(copy.removesuffix(".set"))]
+        assert len(sent) == len(sheets)
+        for path in sent:
+            inner, signer = sendkit.decrypt_message(path.read_bytes(), bob)
+            assert inner.get_content_type() == "multipart/mixed"
+    finally:
+        for r in (owner, bob):
+            sendkit.kill_agent(r.home)

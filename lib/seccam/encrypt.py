@@ -22,14 +22,15 @@ call it right after publishing a set, and jobs/send calls it first:
 
 Recipients are independent: one recipient without a usable key (not yet
 imported, expired, revoked) never holds anybody else's pictures. Each alarm
-set becomes the messages for the recipients that have a key, and, for every
-recipient that has none, a *copy* of the set that waits for that one key in
-``sets/held`` (ID ``<event>-to<8 hex>-alarm``, ``meta.json`` naming the one
+set, and each incident's closing summary, becomes the messages for the
+recipients that have a key, and, for every recipient that has none, a *copy*
+of the set that waits for that one key in ``sets/held`` (ID
+``<event>-to<8 hex>-alarm`` or ``...-closing``, ``meta.json`` naming the one
 address in ``for``, the images hard links of the original's). When that key
 arrives, the copy goes out to that recipient alone (same group chat, outer
-``To:`` only that address); heartbeats, welcomes and summaries are not kept
-for a missing recipient (the next heartbeat comes anyway; ``seccam status``
-and the heartbeat name the recipient that has no key).
+``To:`` only that address); heartbeats, welcomes, incident updates and outage
+summaries are not kept for a missing recipient (stale by then; ``seccam
+status`` and the heartbeat name the recipient that has no key).
 
 Plaintext waits in ``sets/held`` at most ``[delivery] hold_days`` (default
 7): older held sets are deleted, logged and counted like budget prunes
@@ -95,6 +96,10 @@ KINDS = ("alarm", "heartbeat", "welcome", "summary", "update", "closing")
 # Kinds whose meta.json lists its messages ready-made (seccam.incident writes them).
 LISTED = ("update", "closing")
 COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
+# What a recipient without a key gets later, from a copy held for them: every first alarm and every
+# incident's closing summary (its contact sheets hold every capture); updates and heartbeats are
+# stale by then.
+HELD_FOR_MISSING = ("alarm", "closing")
 COPY_TMP_SUFFIX = ".copy-set"  # a held copy while it is written in tmp/ (under the encrypt lock)
 _COPY_PREFIX = ".held-for-"
 
@@ -373,7 +378,7 @@ def _process_set(spool, path, crypto, result):
         if spool.move(path, "sets.ready") is not None:
             log.warning("set=%s state=sets.ready reason=encrypt-interrupted published=%d", set_id, published)
         raise
-    if crypto.missing and meta["kind"] == "alarm" and "for" not in meta:
+    if crypto.missing and meta["kind"] in HELD_FOR_MISSING and "for" not in meta:
         for address in crypto.missing:
             result.held += _hold_copy(spool, path, set_id, meta, address)
     checkpoint("encrypt.before-remove")
@@ -384,10 +389,11 @@ def _process_set(spool, path, crypto, result):
 
 
 def copy_id(set_id, address):
-    """The ID of the copy of alarm ``set_id`` that waits for ``address``."""
+    """The ID of the copy of set ``set_id`` (an alarm or an incident's closing summary) that waits
+    for ``address``: the kind stays the last part of the name, for jobs/send's order and the budget."""
     digest = hashlib.sha256(address.encode("utf-8")).hexdigest()[:8]
-    base = set_id.removesuffix("-alarm")
-    return f"{base}{COPY_MARK}{digest}-alarm"
+    base, _, kind = set_id.rpartition("-")
+    return f"{base}{COPY_MARK}{digest}-{kind}"
 
 
 def _hold_copy(spool, path, set_id, meta, address):
@@ -399,10 +405,9 @@ def _hold_copy(spool, path, set_id, meta, address):
         return 0
     # Not "*.set": jobs/capture removes those in tmp/ at start under its own lock, which we do not hold.
     tmp = spool.make_tmp_dir(COPY_TMP_SUFFIX)
-    for cam in meta["cameras"]:
-        for key in ("full", "preview"):
-            if cam.get("ok") and (path / cam[key]).is_file():
-                os.link(path / cam[key], tmp / cam[key])  # the same bytes, no second copy on the card
+    for name in os.listdir(path):  # every picture of the set (camera images, contact sheets)
+        if not name.startswith(".") and name != "meta.json" and (path / name).is_file():
+            os.link(path / name, tmp / name)  # the same bytes, no second copy on the card
     raw = {k: v for k, v in meta.items() if not k.startswith("_")}
     raw.update({"id": cid, "for": address, "copy_of": set_id})
     with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
@@ -473,8 +478,8 @@ def load_meta(path):
                     raise SpoolFormatError(f"meta.json: cameras[{i}].{key} is not a file name")
     if not isinstance(meta.get("events", []), list):
         raise SpoolFormatError("meta.json: events is not a list")
-    if "for" in meta and (not isinstance(meta["for"], str) or meta["kind"] != "alarm"):
-        raise SpoolFormatError("meta.json: for is not one recipient's address of an alarm")
+    if "for" in meta and (not isinstance(meta["for"], str) or meta["kind"] not in HELD_FOR_MISSING):
+        raise SpoolFormatError("meta.json: for is not one recipient's address of an alarm or a closing summary")
     health = meta.get("health")
     if health is not None and not isinstance(health, dict):
         raise SpoolFormatError("meta.json: health is not an object")
