@@ -8,6 +8,11 @@ opened by two captures at the same time anyway. Under the lock nothing in
 ``events/active`` belongs to a live process, so the start-up scan returns it
 to ``events/new``: a run killed at any instant loses no event.
 
+While the camera is disarmed (seccam.armed) motion events are still claimed
+and moved to ``events/done`` (status and the heartbeat count them), but not
+captured. A person's ``/snap`` (``requests/``, seccam.snap) is captured first
+and whether armed or not.
+
 Events closer together than ``cooldown_s`` become one capture. An alarm set's
 ID is derived from its first event, so a run killed after publishing a set
 but before marking its events done does not capture them again.
@@ -19,7 +24,7 @@ the plaintext images spend as little time on disk as possible.
 import logging
 import time
 
-from . import events, imageset
+from . import armed, events, imageset, snap
 from .faults import checkpoint
 from .errors import SeccamError
 from .spool import TMP_MAX_AGE_S, Spool, SpoolFormatError
@@ -45,11 +50,23 @@ def process(config, spool, now=time.time, while_waiting=None):
             log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
         spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
         spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
+        snap.recover(spool)
         while True:
+            requested = snap.capture_all(config, spool, now, while_waiting)  # a person asked: first, armed or not
+            if requested:
+                while_waiting = None
+                published += requested
             claimed = _claim_all(spool)
             if not claimed:
+                if requested:
+                    continue
                 break
             checkpoint("capture.claimed")
+            if not armed.is_armed(spool, now()):  # the one place where the armed state decides
+                for ev in claimed:
+                    spool.move(ev["_path"], "events.done")
+                    log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
+                continue
             for group in events.coalesce(claimed, config.sensors.cooldown_s):
                 set_id = group[0]["_path"].name.removesuffix(".json") + "-alarm"
                 if imageset.exists(spool, set_id):

@@ -57,7 +57,14 @@ What each set becomes (docs/deltachat.md):
   the health summary in the first; one text-only message if no camera worked;
 * welcome (jobs/inbox, after a completed Secure-Join): like a heartbeat, but
   always the full image, and the first line says the chat is connected;
-* summary (jobs/send, back online after an outage): one text-only message.
+* summary (jobs/send, back online after an outage): one text-only message;
+* snap (jobs/capture, a person's ``/snap`` in the chat, seccam.snap): like an
+  alarm, headed "Snapshot ..., requested by ...", into the chat the command
+  came from;
+* reply (seccam.replies: an answer to a chat command, an armed-state
+  announcement): one text-only message. A reply or a snap that names one
+  recipient (``to``; a command from a 1:1 chat) goes to that recipient alone,
+  without the group headers, so that it lands in that 1:1 chat.
 
 With one recipient the messages form a 1:1 chat; with several, one encrypted
 Delta Chat group (``Chat-Group-ID`` stable per camera key, ``Chat-Group-Name``,
@@ -88,7 +95,7 @@ _PUBLISHED_PREFIX = ".published-"
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 LOCK_TIMEOUT_S = 600
-KINDS = ("alarm", "heartbeat", "welcome", "summary")
+KINDS = ("alarm", "heartbeat", "welcome", "summary", "snap", "reply")
 COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
 _COPY_PREFIX = ".held-for-"
 
@@ -138,6 +145,12 @@ class Crypto:
     heartbeat_image: str = "full"  # "full" | "preview"
     missing: tuple = ()          # recipients without a usable key: their alarms wait as copies
     deliver_to: tuple | None = None  # outer To/envelope if not every recipient (a held copy)
+
+    def one_to_one(self, address):
+        """The messages of a 1:1 chat with ``address``: encrypted and delivered to that recipient, no group."""
+        fpr = self.recipient_fprs[self.recipients.index(address)]
+        return dataclasses.replace(self, recipients=(address,), recipient_fprs=(fpr,), group=None, gossip=(),
+                                   deliver_to=None, missing=())
 
     def only_for(self, address):
         """The same messages (same group, same members), encrypted to and delivered to ``address``."""
@@ -333,6 +346,14 @@ def _process_set(spool, path, crypto, result):
             spool.move(path, "sets.held")
             return
         crypto = crypto.only_for(address)
+    to = chat_of(meta)
+    if to is not None:
+        if to not in crypto.recipients:
+            # An answer to a person whose key cannot encrypt now: nobody else may read it.
+            spool.remove(path)
+            log.warning("set=%s state=removed reason=no-usable-key-for-1:1-answer to=%s", set_id, to)
+            return
+        crypto = crypto.one_to_one(to)
     planned = plan(meta, path, crypto.heartbeat_image)
     todo = []
     for item in planned:
@@ -470,7 +491,23 @@ def load_meta(path):
     health = meta.get("health")
     if health is not None and not isinstance(health, dict):
         raise SpoolFormatError("meta.json: health is not an object")
+    if meta["kind"] == "reply" and not all(isinstance(meta.get(k), str) for k in ("subject", "text")):
+        raise SpoolFormatError("meta.json: a reply needs a subject and a text")
+    if meta["kind"] in ("snap", "reply") and not all(isinstance(e, dict) for e in meta.get("events", [])):
+        raise SpoolFormatError("meta.json: events of a snap are not requests")
+    to = chat_of(meta)
+    if to is not None and (not isinstance(to, str) or "@" not in to):
+        raise SpoolFormatError("meta.json: to is not one recipient's address")
     return meta
+
+
+def chat_of(meta):
+    """The one recipient whose 1:1 chat a reply or a snap answers, or None (the camera's chat)."""
+    if meta.get("kind") == "reply":
+        return meta.get("to")
+    if meta.get("kind") == "snap" and meta.get("events"):
+        return meta["events"][0].get("to")
+    return None
 
 
 # -- what the messages say -----------------------------------------------------------------------
@@ -507,6 +544,8 @@ def plan(meta, set_path, heartbeat_image="full"):
     if meta["kind"] == "summary":
         text = str((meta.get("health") or {}).get("text") or "Back online.")
         return [Planned(0, "all", "text", "Back online", text, None)]
+    if meta["kind"] == "reply":
+        return [Planned(0, "all", "text", meta["subject"], meta["text"], None)]
     ok, failed = [], []
     for cam in meta["cameras"]:
         if cam["ok"] and not all((Path(set_path) / cam[k]).is_file() for k in ("full", "preview")):
@@ -518,6 +557,10 @@ def plan(meta, set_path, heartbeat_image="full"):
         head, label, health, sensors = f"Motion detected {when}", "Motion", None, _sensor_lines(meta)
         if meta.get("for"):
             head += " (held until your key reached the camera)"
+    elif kind == "snap":
+        who = sorted({str(e.get("by")) for e in meta.get("events", [])}) or ["?"]
+        head = f"Snapshot {when}, requested by {', '.join(who)} (/snap)"
+        label, health, sensors = "Snapshot", None, []
     elif kind == "welcome":
         head = f"Connected {when}: seccam will send its alarms and heartbeats here."
         label, health, sensors = "Connected", (meta.get("health") or {}).get("text"), []
@@ -530,7 +573,7 @@ def plan(meta, set_path, heartbeat_image="full"):
         body = [head, "No camera worked." if meta["cameras"] else "No camera is configured."] + sensors + extra
         out.append(Planned(0, "all", "text", f"{label}: no image", "\n".join(body), None))
         return out
-    if kind != "alarm":
+    if kind not in ("alarm", "snap"):
         for nn, cam in enumerate(ok):
             name = cam["name"]
             lines = [head, f"Camera {name}"] + (extra if nn == 0 else [])
@@ -542,10 +585,10 @@ def plan(meta, set_path, heartbeat_image="full"):
     for nn, cam in enumerate(ok):
         name = cam["name"]
         lines = [head, f"Camera {name} (preview; full size follows)"] + sensors + (extra if nn == 0 else [])
-        out.append(Planned(nn, name, "preview", f"Motion: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
+        out.append(Planned(nn, name, "preview", f"{label}: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
     for nn, cam in enumerate(ok, start=len(ok)):
         name = cam["name"]
-        out.append(Planned(nn, name, "full", f"Motion: {name} (full size)",
+        out.append(Planned(nn, name, "full", f"{label}: {name} (full size)",
                            f"Camera {name}, full size, {when}", Path(set_path) / cam["full"]))
     return out
 

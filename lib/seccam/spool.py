@@ -37,6 +37,8 @@ STATES = {
     "events.new": "events/new",          # motion events published by the poller / `seccam trigger`
     "events.active": "events/active",    # claimed by the capture job
     "events.done": "events/done",        # captured; kept events_keep_days for status and heartbeats
+    "requests.new": "requests/new",      # a person's /snap from the chat (seccam.snap), waiting for capture
+    "requests.active": "requests/active",  # claimed by the capture job
     "sets.ready": "sets/ready",          # image sets (plaintext) ready for encryption
     "sets.active": "sets/active",        # claimed by the encrypt step
     "sets.held": "sets/held",            # waiting for a recipient key; reason beside it

@@ -5,6 +5,8 @@ HELP = "show queues, last motion and capture, camera and poller health, outage, 
 _LABELS = {
     "events.new": "motion events waiting for capture",
     "events.active": "motion events being captured",
+    "requests.new": "/snap requests waiting for the cameras",
+    "requests.active": "/snap requests being captured",
     "sets.ready": "image sets waiting for encryption",
     "sets.active": "image sets being encrypted",
     "sets.held": "image sets held (see reasons)",
@@ -47,6 +49,16 @@ def _outage_lines(outage):
     return lines
 
 
+def _armed_lines(armed):
+    """The armed state, a section of its own (seccam.armed; ``seccam arm``, ``seccam disarm``, /arm, /disarm)."""
+    if not armed:
+        return []
+    if armed["armed"]:
+        return [f"armed       {armed['text']}"]
+    return [f"DISARMED    {armed['text']}",
+            f"            motion events since: {armed.get('motion_since', 0)}; arm again: seccam arm (or /arm)"]
+
+
 def _invite_lines(invites):
     if not invites:
         return []
@@ -68,6 +80,7 @@ def _invite_lines(invites):
 def render(snap):
     out = [f"spool {snap['spool']}"]
     out.extend(_outage_lines(snap.get("outage")))
+    out.extend(_armed_lines(snap.get("armed")))
     p = snap["poller"]
     if p["alive"]:
         out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
