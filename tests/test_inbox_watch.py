@@ -151,12 +151,12 @@ def test_idle_returns_when_mail_arrives_and_when_the_time_is_up(cam):
 
 
 @pytest.mark.parametrize("now, period, expected", [
-    (1000.0, 60, 1017.0),     # 1000 s = 16 min 40 s: until 3 s before 17:00
-    (1010.0, 60, 1017.0),
-    (1013.0, 60, None),       # 4 s left: one pass only
+    (1000.0, 60, 1018.0),     # 1000 s = 16 min 40 s: until 2 s before 17:00
+    (1013.0, 60, 1018.0),
+    (1014.0, 60, None),       # 4 s left: one pass only
     (1019.5, 60, None),
-    (1020.0, 60, 1077.0),     # a start right at the minute
-    (1001.0, 20, 1017.0),
+    (1020.0, 60, 1078.0),     # a start right at the minute
+    (1001.0, 20, 1018.0),
 ])
 def test_watch_ends_margin_before_the_next_cron_start(now, period, expected):
     assert inbox.watch_until(now, period) == expected
@@ -166,7 +166,7 @@ def test_jobs_inbox_watch_ends_before_the_next_start(cam, run):
     started = time.time()
     proc = run("jobs/inbox", "--watch", "--period", "8", config=cam.path, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert time.time() - started < 8 + 5  # ended by itself, about 3 s before the next 8 s mark
+    assert time.time() - started < 8 + 5  # ended by itself, about 2 s before the next 8 s mark
 
 
 # -- against a scripted server ---------------------------------------------------------------------

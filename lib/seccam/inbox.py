@@ -87,10 +87,11 @@ MAX_SET_ASIDE_BYTES = 4 * MAX_MESSAGE_BYTES
 SET_ASIDE_SUFFIX = ".inbox.eml"
 _MULTIPART_RE = re.compile(rb"content-type:\s*multipart/", re.I)
 # --watch: cron starts the job every PERIOD_S; it idles until MARGIN_S before the next start
-# (so that it has ended when systemd is asked to start it again), or makes one pass only when
-# less than MIN_WATCH_S would be left.
+# (so that it has ended when systemd is asked to start it again: a start while it still runs
+# would only wait for it, and the minute after would have no watcher), or makes one pass only
+# when less than MIN_WATCH_S would be left.
 PERIOD_S = 60
-MARGIN_S = 3
+MARGIN_S = 2
 MIN_WATCH_S = 5
 # Without IDLE, look this often; after a lost connection, wait this long before connecting again.
 POLL_S = 3
@@ -502,6 +503,7 @@ def _one(session, box, uid, size):
         disposition, detail = "set-aside", f"item={path.name if path else '-'} error={type(exc).__name__}"
     if disposition == "dropped":
         result.dropped += 1
+    checkpoint("inbox.handled")
     box.delete(uid)
     result.deleted += 1
     level = logging.WARNING if disposition in ("set-aside",) or "outcome=rejected" in detail else logging.INFO
