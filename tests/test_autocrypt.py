@@ -264,3 +264,9 @@ def test_outcomes_are_strings_for_the_log():
 def test_a_header_shows_its_key_size_not_the_key():
     header = autocrypt.parse_header("addr=a@example.org; keydata=" + base64.b64encode(b"secret-ish key").decode())
     assert repr(header) == "Header(addr='a@example.org', prefer_encrypt='nopreference', keydata=14 bytes)"
+
+
+def test_a_header_object_is_parsed_as_its_text(owner):
+    from email.header import Header
+    header = parse_header(Header(build_header(OWNER, owner.export())))
+    assert header.addr == OWNER and header.keydata == owner.export()

@@ -4,6 +4,7 @@ import base64
 import email
 import email.policy
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -607,3 +608,46 @@ def test_a_camera_whose_image_is_missing_from_the_set_is_reported_as_failed(shor
     planned = encrypt.plan(encrypt.load_meta(path), path)
     assert [(p.camera, p.kind) for p in planned] == [("yard", "preview"), ("yard", "full")]
     assert "Camera front failed: image missing from the set" in planned[0].text
+
+
+def test_held_sets_that_are_odd_are_never_lost():
+    """A held copy whose meta is unreadable is released like a whole set (and then set aside by the
+    usual check); a held set whose name carries no time is never expired; a copy's reason is kept
+    current; 'for' is only valid on an alarm."""
+    c = sendkit.make_camera(recipients=("owner@seccam.test", "bob@seccam.test"), import_keys=False)
+    try:
+        spool = c.spool
+        sendkit.import_recipient(c.config, c.recipients[0])
+        sendkit.make_set(spool, SET1)
+        encrypt.process(c.config, spool)
+        (copy,) = spool.items("sets.held")
+        spool.write_reason(copy, "an older reason")
+        odd = spool.dir("sets.held") / "no-time-to-x-alarm.set"
+        odd.mkdir()
+        (odd / "meta.json").write_text("{broken")
+        result = encrypt.process(c.config, spool, now=4_000_000_000)  # far beyond hold_days for SET1's copy
+        assert not copy.exists() and not odd.exists() and result.set_aside == 1  # released (unreadable = whole set), then set aside
+        assert any("no-time-to-x-alarm" in p.name for p in spool.items("corrupt"))
+        # The copy of SET1 expired (created 2026): nothing else was removed by age.
+        assert result.expired == 1 and spool.items("sets.held") == []
+        sendkit.make_set(spool, SET2)
+        encrypt.process(c.config, spool)
+        (copy,) = spool.items("sets.held")
+        spool.write_reason(copy, "an older reason")
+        encrypt.process(c.config, spool)
+        assert spool.read_reason(copy) == encrypt.missing_key_reason("bob@seccam.test")
+        weird = spool.dir("sets.held") / "not-a-time.set"
+        weird.mkdir()
+        assert encrypt._created(weird.name) is None
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("meta_for, kind", [(5, "alarm"), ("bob@seccam.test", "heartbeat")])
+def test_a_for_field_that_is_not_one_address_of_an_alarm_is_malformed(cam, meta_for, kind):
+    path, _ = sendkit.make_set(cam.spool, SET1, kind=kind)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["for"] = meta_for
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(encrypt.SpoolFormatError, match="for is not one recipient's address"):
+        encrypt.load_meta(path)

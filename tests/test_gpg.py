@@ -342,3 +342,10 @@ def test_a_message_whose_signature_does_not_match_its_text_is_refused(camera, gp
                     "--recipient", fpr, "--encrypt", input=bytes(signed))
     with pytest.raises(GpgError, match="decrypt"):
         camera.decrypt_verify(encrypted)
+
+
+def test_a_signature_time_is_read_in_both_of_gpgs_formats():
+    from seccam.gpg import _sig_time
+    assert _sig_time("1796138376") == 1796138376.0
+    assert _sig_time("20261201T100000") == 1796119200.0
+    assert _sig_time("soon") is None

@@ -570,3 +570,14 @@ def test_encrypted_mail_whose_content_is_too_deeply_nested_is_set_aside(cam, mai
     result = poll(cam)
     assert result.set_aside == 1 and inbox_count(mailserver, cam) == 0
     assert "decrypted mail from stranger@seccam.test is unusable" in cam.spool.read_reason(set_aside_items(cam)[0])
+
+
+def test_a_send_after_a_join_that_fails_is_logged_and_left_to_jobs_send(cam, journal, monkeypatch):
+    from seccam import send
+    from seccam.errors import TemporaryError
+
+    def down(*a, **kw):
+        raise TemporaryError("smtp: connection refused")
+    monkeypatch.setattr(send, "work", down)
+    assert inbox._run_send(cam.config) == 75
+    assert any("step=send error='smtp: connection refused' (jobs/send retries)" in m for m in journal())

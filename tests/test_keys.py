@@ -645,3 +645,12 @@ def test_record_without_an_address_or_too_large_is_refused(store):
     (store.dir / "friend@example.org.json").write_text('{"address": "' + "x" * (1 << 20) + '"}')
     with pytest.raises(errors.DataError, match="unreadable key record .larger than 1048576 bytes"):
         store.record(FRIEND)
+
+
+def test_pinned_addresses_names_whose_pinned_key_a_fingerprint_is(store, owner, mallory):
+    store.import_key(OWNER, owner.export(), "file")
+    assert store.pinned_addresses(owner.fpr.lower()) == {OWNER}
+    assert store.pinned_addresses(mallory.fpr) == set()
+    assert store.pinned_addresses("not a fingerprint") == set()
+    # an address that is no longer a recipient has no authority, even with its record still there
+    assert KeyStore(store.state_dir).pinned_addresses(owner.fpr) == set()
