@@ -85,3 +85,19 @@ def test_a_command_killed_at_any_step_is_acted_on_at_most_once(cam, command, poi
     # all" means: killed after admitting and before acting; the rerun refuses the replay.
     assert acted == (0 if point in ("inbox.admitted", "control.parsed") else 1)
     record("command-kill", point=f"jobs/inbox {command} at {point}", tried=1, acted=acted, duplicated=0)
+
+
+@pytest.mark.parametrize("point", ["imageset.built", "snap.published"])
+def test_a_snap_capture_killed_at_any_step_sends_its_pictures_once(cam, point):
+    from seccam import snap
+    snap.request(cam.spool, OWNER, None, None, "/snap")
+    proc = _job(cam, "capture", point)
+    wait_stopped(proc, timeout=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _finish(cam, "capture")
+    _finish(cam, "send")
+    assert cam.queued() == {}
+    sent = cam.sent(cam.owner)
+    assert [s.subject for s in sent] == ["Snapshot: front", "Snapshot: front (full size)"]
+    record("command-kill", point=f"jobs/capture /snap at {point}", tried=1, acted=1, duplicated=0)
