@@ -169,6 +169,12 @@ def test_jobs_inbox_watch_ends_before_the_next_start(cam, run):
     assert time.time() - started < 8 + 5  # ended by itself, about 2 s before the next 8 s mark
 
 
+@pytest.mark.parametrize("period", ["7", "soon"])
+def test_a_period_too_short_to_watch_is_a_usage_error(cam, run, period):
+    proc = run("jobs/inbox", "--watch", "--period", period, config=cam.path)
+    assert proc.returncode == 2 and "expected whole seconds, at least 8" in proc.stderr
+
+
 # -- against a scripted server ---------------------------------------------------------------------
 class IdleServer:
     """One connection: LOGIN, SELECT, CAPABILITY as usual; IDLE answered from ``script``.

@@ -287,11 +287,14 @@ def _buffered(conn):
     """True if imaplib's reader holds bytes the server sent after its last answer (then IDLE
     would wait for news that is already here). Peeks without blocking."""
     import ssl
+    reader = getattr(conn, "file", None)
+    if reader is None:  # pragma: no cover - imaplib has kept it as .file from 3.0 to 3.13
+        return False
     sock = conn.socket()
     timeout = sock.gettimeout()
     try:
         sock.setblocking(False)
-        return bool(conn.file.peek(1))
+        return bool(reader.peek(1))
     except (BlockingIOError, ssl.SSLWantReadError):
         return False
     finally:

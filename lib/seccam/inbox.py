@@ -590,16 +590,30 @@ def work(config, args=None):
         # IMAP is optional (send-only set-ups); cron runs this job anyway: say it once, quietly.
         log.info("state=skipped reason=no-imap_host")
         return EX_OK
-    until = watch_until(time.time(), args.period) if args is not None and args.watch else None
+    until = None
+    if args is not None and args.watch:
+        until = watch_until(time.time(), args.period)
+        log.debug("watch=%s", time.strftime("until-%H:%M:%S", time.localtime(until)) if until else "one-pass")
     poll(config, Spool(config.spool_dir), until=until)
     return EX_OK
+
+
+def _period(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_WATCH_S + MARGIN_S + 1:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, at least {MIN_WATCH_S + MARGIN_S + 1}: {text!r}")
+    return value
 
 
 def _add_arguments(parser):
     parser.add_argument("--watch", action="store_true",
                         help="after the first pass, wait for new mail (IMAP IDLE) and handle each arrival at once, "
                              "until just before cron's next start (the crontab starts it every minute)")
-    parser.add_argument("--period", type=int, default=PERIOD_S, metavar="SECONDS",
+    parser.add_argument("--period", type=_period, default=PERIOD_S, metavar="SECONDS",
                         help=f"with --watch: how often cron starts this job (default {PERIOD_S})")
 
 
