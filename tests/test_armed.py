@@ -235,3 +235,38 @@ def test_replies_clean_only_what_is_old(spool):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert replies.clean(spool) == 1
     assert young.exists() and not old.exists()
+
+
+def test_a_reply_that_cannot_be_written_leaves_nothing_behind(short_tmp):
+    """A real ENOSPC (a full tmpfs) is a DiskFullError; any other failure a TemporaryError."""
+    import shutil
+    import subprocess
+
+    from seccam.errors import DiskFullError, TemporaryError
+    mnt = short_tmp / "fs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")  # CI runs as root: it can
+    try:
+        spool = Spool(mnt / "spool").ensure()
+        with pytest.raises(OSError):
+            (mnt / "filler").write_bytes(b"x" * 100_000)
+        with pytest.raises(DiskFullError, match="no space left"):
+            replies.publish(spool, replies.new_id(), "x" * 5000, "Status")
+        assert list(spool.dir("tmp").iterdir()) == [] and spool.items("sets.ready") == []
+        (mnt / "filler").unlink()
+        shutil.rmtree(spool.dir("sets.ready"))
+        with pytest.raises(TemporaryError, match="writing reply"):
+            replies.publish(spool, replies.new_id(), "x", "Status")
+        assert list(spool.dir("tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_times_for_people():
+    now = time.time()
+    assert armed.clock(None) == "?"
+    assert armed.clock(now) == time.strftime("%H:%M", time.localtime(now))
+    assert armed.clock(now + 3 * 86400) == time.strftime("%a %H:%M", time.localtime(now + 3 * 86400))
+    assert armed.clock(now + 30 * 86400) == time.strftime("%Y-%m-%d %H:%M", time.localtime(now + 30 * 86400))

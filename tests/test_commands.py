@@ -18,40 +18,7 @@ import pytest
 
 from seccam import armed, autocrypt, keys
 from helpers import forgery
-from helpers.commandkit import BOB, OWNER, CommandCamera, Person
-
-
-@pytest.fixture
-def people():
-    made = []
-
-    def make(address):
-        made.append(Person(address))
-        return made[-1]
-    yield make
-    for p in made:
-        p.close()
-
-
-@pytest.fixture
-def camera(mailserver):
-    made = []
-
-    def make(**kw):
-        made.append(CommandCamera(mailserver, **kw))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
-
-
-@pytest.fixture
-def cam(camera, people):
-    """A camera with one recipient, the owner, pinned."""
-    c = camera()
-    c.owner = people(OWNER)
-    c.pin(c.owner)
-    return c
+from helpers.commandkit import BOB, OWNER, cam, camera, logs, people  # noqa: F401 - fixtures
 
 
 def texts(sent):
@@ -241,16 +208,15 @@ def assert_ignored(cam, reader):
     assert cam.mailserver.fetch_inbox(cam.address) == []
 
 
-def test_a_command_in_clear_text_is_ignored(cam, caplog):
+def test_a_command_in_clear_text_is_ignored(cam, logs):
     value = autocrypt.build_header(OWNER, cam.owner.gpg.export_minimal(cam.owner.fpr))
     raw = (f"From: <{OWNER}>\r\nTo: <{cam.address}>\r\nSubject: x\r\nDate: "
            f"{time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\nMessage-ID: <{time.time_ns()}@x>"
            f"\r\nAutocrypt: {value}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n/disarm\r\n").encode()
     cam.deliver(raw)
-    with caplog.at_level("INFO", logger="seccam"):
-        result = cam.poll()
+    result = cam.poll()
     assert result.commands == 0
-    assert "command='/disarm' command_ignored='clear text'" in caplog.text
+    assert "command='/disarm' command_ignored='clear text'" in logs.text
     assert_ignored(cam, cam.owner)
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 from helpers.checkpoint import wait_stopped
-from helpers.commandkit import OWNER, CommandCamera, Person
+from helpers.commandkit import OWNER, cam, camera, people  # noqa: F401 - fixtures
 from helpers.figures import record
 
 STEPS = {
@@ -26,16 +26,6 @@ STEPS = {
     "/snap": ["inbox.admitted", "control.parsed", "control.acted", "inbox.handled"],
     "/status": ["inbox.admitted", "control.parsed", "control.acted", "inbox.handled"],
 }
-
-
-@pytest.fixture
-def cam(mailserver):
-    c = CommandCamera(mailserver)
-    c.owner = Person(OWNER)
-    c.pin(c.owner)
-    yield c
-    c.owner.close()
-    c.close()
 
 
 def _job(cam, name, stop_at=None):

@@ -14,17 +14,7 @@ import time
 import pytest
 
 from seccam import imap, inbox
-from helpers.commandkit import OWNER, CommandCamera, Person
-
-
-@pytest.fixture
-def cam(mailserver):
-    c = CommandCamera(mailserver)
-    c.owner = Person(OWNER)
-    c.pin(c.owner)
-    yield c
-    c.owner.close()
-    c.close()
+from helpers.commandkit import OWNER, cam, camera, logs, people  # noqa: F401 - fixtures
 
 
 def wait_for(predicate, timeout=30, what="condition"):
@@ -80,6 +70,15 @@ def test_two_overlapping_runs_take_turns_and_never_both_act(cam):
     assert cam.mailserver.fetch_inbox(cam.address) == []
 
 
+def test_more_mail_than_one_pass_takes_is_read_at_once_while_watching(cam, monkeypatch):
+    monkeypatch.setattr(inbox, "MAX_PER_RUN", 1)
+    cam.command(cam.owner, "/status")
+    cam.command(cam.owner, "/help")
+    result = cam.poll(until=time.time() + 6)
+    assert result.commands == 2 and result.passes >= 2
+    assert [s.subject for s in cam.sent(cam.owner, since=0)] == ["Status", "Help"]
+
+
 def test_a_run_that_cannot_get_the_lock_before_its_end_gives_up(cam):
     with cam.spool.lock("inbox"):
         assert cam.poll(until=time.time() + 0.3) is None
@@ -111,32 +110,30 @@ class _FlakyImap(imap.Imap):
 
 
 @pytest.mark.parametrize("factory", [_NoIdleImap, _RefusingImap])
-def test_without_idle_the_mailbox_is_polled(cam, factory, caplog):
+def test_without_idle_the_mailbox_is_polled(cam, factory, logs):
     naps = []
     run = Run(cam, 5, imap_factory=factory, sleep=lambda s: (naps.append(s), time.sleep(0.05)))
-    with caplog.at_level("WARNING", logger="seccam"):
-        run.start()
-        wait_for(lambda: naps, what="a first nap")
-        cam.command(cam.owner, "/disarm")
-        wait_for(lambda: not cam.armed().armed, what="the disarm")
-        run.join(30)
+    run.start()
+    wait_for(lambda: naps, what="a first nap")
+    cam.command(cam.owner, "/disarm")
+    wait_for(lambda: not cam.armed().armed, what="the disarm")
+    run.join(30)
     assert run.error is None and run.result.passes > 2
     assert max(naps) <= inbox.POLL_S
     if factory is _RefusingImap:
-        assert _RefusingImap.refused == 1 and "idle=refused" in caplog.text  # asked once, then polled
+        assert _RefusingImap.refused == 1 and "idle=refused" in logs.text  # asked once, then polled
 
 
-def test_a_connection_lost_while_waiting_is_opened_again(cam, caplog):
+def test_a_connection_lost_while_waiting_is_opened_again(cam, logs):
     naps = []
     run = Run(cam, 6, imap_factory=_FlakyImap, sleep=lambda s: naps.append(s))
-    with caplog.at_level("WARNING", logger="seccam"):
-        run.start()
-        wait_for(lambda: naps, what="the reconnect")
-        time.sleep(0.5)
-        cam.command(cam.owner, "/disarm")
-        wait_for(lambda: not cam.armed().armed, what="the disarm")
-        run.join(30)
-    assert run.error is None and "state=reconnecting" in caplog.text
+    run.start()
+    wait_for(lambda: naps, what="the reconnect")
+    time.sleep(0.5)
+    cam.command(cam.owner, "/disarm")
+    wait_for(lambda: not cam.armed().armed, what="the disarm")
+    run.join(30)
+    assert run.error is None and "state=reconnecting" in logs.text
     assert naps[0] == inbox.RECONNECT_S
 
 

@@ -162,7 +162,9 @@ def test_an_answer_for_a_1to1_chat_goes_to_that_recipient_alone_without_the_grou
             sendkit.decrypt_message(path.read_bytes(), two.recipients[0])
 
 
-def test_an_answer_for_a_recipient_without_a_usable_key_is_dropped_not_sent_to_others(two, caplog):
+def test_an_answer_for_a_recipient_without_a_usable_key_is_dropped_not_sent_to_others(two, caplog, monkeypatch):
+    import logging
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
     replies.publish(two.spool, "20261125T191100.000002Z.1.bbbb-reply", "Status ...", "Status",
                     to="carol@seccam.test")
     with caplog.at_level("WARNING", logger="seccam"):

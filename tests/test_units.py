@@ -126,8 +126,13 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     options = _unit_options(UNIT_DIR / unit)["Path"]
     assert options["Unit"] == [unit.replace(".path", ".service")]
     assert (UNIT_DIR / options["Unit"][0]).is_file()
-    [directory] = options["DirectoryNotEmpty"]
-    assert directory.startswith("/var/spool/seccam/") and directory.endswith("/new")
+    directories = options["DirectoryNotEmpty"]
+    assert directories and all(d.startswith("/var/spool/seccam/") and d.endswith("/new") for d in directories)
+
+
+def test_the_capture_job_starts_for_motion_and_for_a_snap_from_the_chat():
+    options = _unit_options(UNIT_DIR / "seccam-capture.path")["Path"]
+    assert options["DirectoryNotEmpty"] == ["/var/spool/seccam/events/new", "/var/spool/seccam/requests/new"]
 
 
 

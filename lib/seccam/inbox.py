@@ -182,6 +182,7 @@ class _Session:
         self._gpg = self._store = self._inviter = self._smtp = self._journal = None
         self.result = Result()
         self.done = Result()  # what the previous passes already followed up (welcome, send)
+        self.send_now = False
 
     @property
     def gpg(self):
@@ -332,9 +333,7 @@ def _ignored_command(message, why):
 def _encrypted(session, claimed, inner, decrypted):
     """A decrypted message that is no Secure-Join step. From here on only the signed inner
     part counts: ``claimed`` (the outer From) is for the log line, nothing else."""
-    from . import authn, autocrypt
-
-    from . import control
+    from . import authn, autocrypt, control
 
     now = session.now()
     try:
@@ -354,15 +353,15 @@ def _encrypted(session, claimed, inner, decrypted):
     checkpoint("inbox.admitted")
     # Recorded in the journal: from here on the message is acted on at most once.
     handled = control.handle(session.config, session.spool, sender.address, inner, now, session.gpg.camera_key)
-    command = ""
+    fields = ""
     if handled is not None:
-        ctx, command = handled
+        ctx, fields = handled
         session.result.commands += 1
         session.result.answers += ctx.answers
         session.result.requests += ctx.requests
-        command = " " + command
+        fields = " " + fields
     outcome = autocrypt.process_incoming(inner, session.store, now, verified=True)
-    return "autocrypt", f"from={sender.address} outcome={outcome} signed_by={sender.fingerprint}{command}"
+    return "autocrypt", f"from={sender.address} outcome={outcome} signed_by={sender.fingerprint}{fields}"
 
 
 def _securejoin(session, handled):
@@ -440,7 +439,11 @@ def _pass(session, box):
     result.passes += 1
     if result.passes == 1:
         replies.clean(session.spool, session.now())
-    armed.announce_pending(session.spool, session.now())  # a change a killed run did not announce
+        # Answers a killed run published but did not send: send them now, not at jobs/send's next run.
+        session.send_now = any(p.name.endswith(replies.SUFFIX + replies.SET_SUFFIX)
+                               for p in session.spool.items("sets.ready"))
+    if armed.announce_pending(session.spool, session.now()):  # a change a killed run did not announce
+        session.send_now = True
     listed = box.list()
     for uid, size in listed[:MAX_PER_RUN]:
         if not _one(session, box, uid, size):
@@ -460,8 +463,9 @@ def _follow_up(session, welcome, smtp_factory):
     held sets released by a new key) now rather than at jobs/send's next run."""
     result, done, config, spool = session.result, session.done, session.config, session.spool
     joined = result.joined[len(done.joined):]
-    send = bool(result.answers > done.answers
+    send = bool(session.send_now or result.answers > done.answers
                 or (result.keys_changed > done.keys_changed and spool.items("sets.held")))
+    session.send_now = False
     if welcome and joined:
         send_welcome(config, spool, [address for address, _ in joined], session.now())
         send = True

@@ -7,7 +7,11 @@
   recipient (signed by their key, encrypted to the camera and to themselves, protected
   headers inside, ``Chat-Group-ID`` when typed in the camera's group), delivered over SMTP;
 * :meth:`CommandCamera.sent`: what the camera sent since a mark, decrypted: subject, text,
-  the envelope recipients, whether it carried the group headers.
+  the envelope recipients, whether it carried the group headers;
+* fixtures (import them into a test module): ``people`` and ``camera`` (factories, cleaned
+  up after the test), ``cam`` (a camera whose one recipient, the owner, is pinned) and
+  ``logs`` (caplog with seccam's records: the entry points' logging set-up stops them
+  from reaching the root logger).
 
 Real gpg and the real inbox job (``inbox.poll``) everywhere; the attack material comes
 from helpers.forgery.
@@ -18,6 +22,8 @@ import email
 import email.policy
 import shutil
 import smtplib
+
+import pytest
 
 from seccam import config as config_mod, encrypt, inbox, keys
 from seccam.gpg import Gpg
@@ -132,3 +138,44 @@ class CommandCamera:
     def close(self):
         kill_agent(self.config.state_dir / "gnupg")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def people():
+    made = []
+
+    def make(address):
+        made.append(Person(address))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def camera(mailserver):
+    made = []
+
+    def make(**kw):
+        made.append(CommandCamera(mailserver, **kw))
+        return made[-1]
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def cam(camera, people):
+    """A camera with one recipient, the owner, pinned (``cam.owner``)."""
+    c = camera()
+    c.owner = people(OWNER)
+    c.pin(c.owner)
+    return c
+
+
+@pytest.fixture
+def logs(caplog, monkeypatch):
+    import logging
+    monkeypatch.setattr(logging.getLogger("seccam"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="seccam")
+    return caplog

@@ -51,8 +51,6 @@ def _outage_lines(outage):
 
 def _armed_lines(armed):
     """The armed state, a section of its own (seccam.armed; ``seccam arm``, ``seccam disarm``, /arm, /disarm)."""
-    if not armed:
-        return []
     if armed["armed"]:
         return [f"armed       {armed['text']}"]
     return [f"DISARMED    {armed['text']}",
@@ -80,7 +78,7 @@ def _invite_lines(invites):
 def render(snap):
     out = [f"spool {snap['spool']}"]
     out.extend(_outage_lines(snap.get("outage")))
-    out.extend(_armed_lines(snap.get("armed")))
+    out.extend(_armed_lines(snap["armed"]))
     p = snap["poller"]
     if p["alive"]:
         out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
