@@ -1,19 +1,24 @@
 #!/bin/bash
-# install.sh -- turn a fresh Raspberry Pi OS bookworm (or any Debian 12) into a seccam camera.
+# install.sh -- turn a fresh Raspberry Pi OS or Debian into a seccam camera: trixie (Debian 13,
+# today's Raspberry Pi OS) is the primary target, bookworm (Debian 12) stays supported; on arm64
+# (Pi 3, 4, 5, Zero 2 W with 64-bit Pi OS), armhf (32-bit Pi OS, Pi Zero W) and amd64.
 #
 #   sudo ./install.sh                  install, or upgrade in place (re-running changes nothing)
 #   sudo ./install.sh --dry-run        print every change it would make, make none
-#   sudo ./install.sh --uninstall      remove code, units and cron file; keep config, key and spool
+#   sudo ./install.sh --uninstall      remove code, units, cron file and the empty directories it
+#                                      made; keep config, key and spool
 #   sudo ./install.sh --uninstall --purge   ... and the config, the camera key, the spool and the user
 #   ./install.sh --root DIR            install into a staging root DIR (tests, image builders)
 #
-# Options: --force (try another Debian-based release or architecture), --demo / --no-demo
-# (run the demo at the end or not; by default it runs when there is no GPIO chip and no
-# camera, e.g. in a container or CI), -h/--help.
+# Options: --force (try another Debian-based release or architecture: Ubuntu, Debian testing ...),
+# --demo / --no-demo (run the demo at the end or not; by default it runs on a first installation
+# when there is no GPIO chip and no camera, e.g. in a container or CI, and not again on an
+# upgrade), -h/--help.
 #
 # What it does, each step only when it is not done yet (docs/operations.md has the details):
 #   1. Debian packages from the distribution (apt; no pip): PACKAGES below, python3-lgpio where
-#      the archive has it.
+#      the archive has it (a Pi 5's GPIO needs it). Then it says which GPIO pin library gpiozero
+#      will use on this board (/proc/device-tree/model) and warns when none that works is there.
 #   2. The system user `seccam` (no login shell, home /var/lib/seccam), in groups gpio and video
 #      (created as system groups when missing: the units name them).
 #   3. Directories: /etc/seccam 0750 root:seccam, /var/lib/seccam 0700 seccam (GnuPG home
@@ -32,7 +37,7 @@
 #      only when systemd is PID 1. cron starts the jobs' units (bin/seccam-job).
 #   7. The camera key, once (`seccam keys init` as user seccam) when [account] is configured.
 #      Never again: Delta Chat treats a new key as a new contact.
-#   8. The demo cycle (`seccam demo`) on machines without GPIO and cameras.
+#   8. The demo cycle (`seccam demo`) on a first installation on machines without GPIO and cameras.
 #
 # --root DIR: every path is prefixed with DIR, and what needs the real system is not done but
 # written to DIR/var/lib/seccam-install/staged: the packages to install, the user to create and
@@ -40,7 +45,8 @@
 # No apt, useradd, chown, systemctl, key or demo in that mode.
 #
 # Environment (for tests): SECCAM_OS_RELEASE=FILE instead of /etc/os-release,
-# SECCAM_ARCH=ARCH instead of `dpkg --print-architecture`.
+# SECCAM_ARCH=ARCH instead of `dpkg --print-architecture`, SECCAM_DT_MODEL=FILE instead of
+# /proc/device-tree/model (the board, for the GPIO check).
 #
 # Exit status: 0 done, 1 a step failed (the message names it), 64 usage, 69 unsupported system.
 set -euo pipefail
@@ -80,6 +86,11 @@ readonly OPTIONAL_PACKAGES=(python3-lgpio)
 readonly ENABLED_UNITS=(seccam-poller.service seccam-capture.path seccam-send.path)
 readonly GROUPS_NEEDED=(gpio video)
 readonly SUPPORTED_ARCHES=(amd64 arm64 armhf armel)
+# Debian releases (VERSION_ID and VERSION_CODENAME of /etc/os-release), the primary one first.
+# Raspberry Pi OS says ID=debian (64-bit) or ID=raspbian (32-bit) with Debian's numbers. The
+# packages above have the same names in both; what differs at run time (GnuPG 2.4/2.2,
+# python3-gnupg 0.5/0.4, Python 3.13/3.11) is handled in the code, one path per difference.
+readonly SUPPORTED_RELEASES=("13 trixie" "12 bookworm")
 
 # Set once by parse_args / main.
 ROOT=""
@@ -92,6 +103,8 @@ SRC=""
 WORK=""
 
 # What this run did, for the summary and the service restarts.
+UPGRADE=0
+CREATED_DIRS=()
 CHANGES=0
 LAST_CHANGED=0
 CODE_CHANGED=0
@@ -246,7 +259,7 @@ architecture() {
 
 unsupported() {
   printf '%s: error: unsupported system: %s\n' "${PROG}" "$1" >&2
-  printf '%s: seccam installs on Raspberry Pi OS bookworm and Debian 12 (bookworm), on %s.\n' \
+  printf '%s: seccam installs on Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm), on %s.\n' \
     "${PROG}" "${SUPPORTED_ARCHES[*]}" >&2
   if [[ -n "${2:-}" ]]; then
     printf '%s: %s\n' "${PROG}" "$2" >&2
@@ -268,12 +281,17 @@ check_system() {
   arch=$(architecture)
   found="found ${pretty:-an unnamed system} (ID=${id:-?} VERSION_ID=${version:-?}"
   found+=" VERSION_CODENAME=${codename:-?}, from ${file}), architecture ${arch}"
-  local debian_based=0 supported_os=0 supported_arch=0 a
+  local debian_based=0 supported_os=0 supported_arch=0 a release
   if [[ "${id}" == debian || "${id}" == raspbian || " ${like} " == *" debian "* ]]; then
     debian_based=1
   fi
-  if [[ ("${id}" == debian || "${id}" == raspbian) && "${version}" == 12 ]]; then
-    supported_os=1
+  if [[ "${id}" == debian || "${id}" == raspbian ]]; then
+    for release in "${SUPPORTED_RELEASES[@]}"; do
+      # The version number decides; without one (as on testing), so does a matching codename.
+      if [[ "${version}" == "${release% *}" || (-z "${version}" && "${codename}" == "${release#* }") ]]; then
+        supported_os=1
+      fi
+    done
   fi
   for a in "${SUPPORTED_ARCHES[@]}"; do
     if [[ "${arch}" == "${a}" ]]; then
@@ -333,6 +351,22 @@ owner_args() {
   fi
 }
 
+# Directories this installation creates (not there before), recorded in RECORD_DIR/created-dirs
+# so that --uninstall removes them again when they are empty. The trees --uninstall keeps or
+# removes whole (configuration, state, spool, records, code) are not recorded.
+readonly CREATED_DIRS_RECORD=/var/lib/seccam-install/created-dirs
+
+note_new_dirs() {
+  local dir=$1
+  while [[ "${dir}" != / && ! -d "$(target "${dir}")" ]]; do
+    case "${dir}/" in
+      "${ETC_DIR}/"* | "${STATE_DIR}/"* | "${SPOOL_DIR}/"* | "${RECORD_DIR}/"* | "${PREFIX}/"*) ;;
+      *) CREATED_DIRS+=("${dir}") ;;
+    esac
+    dir=$(dirname "${dir}")
+  done
+}
+
 # Make an existing PATH (in the target) have MODE, OWNER and GROUP.
 fix_meta() {
   local path=$1 mode=$2 owner=$3 group=$4 have
@@ -354,6 +388,7 @@ ensure_dir() {
   dir=$(target "${path}")
   stage "owner ${owner}:${group} ${mode} ${path}"
   if [[ ! -d "${dir}" ]]; then
+    note_new_dirs "${path}"
     mapfile -t own < <(owner_args "${owner}" "${group}")
     run install -d -m "${mode}" "${own[@]}" "${dir}"
     return 0
@@ -372,6 +407,7 @@ ensure_file() {
     fix_meta "${file}" "${mode}" "${owner}" "${group}"
     return 0
   fi
+  note_new_dirs "$(dirname "${path}")"
   mapfile -t own < <(owner_args "${owner}" "${group}")
   run install -D -m "${mode}" "${own[@]}" "${src}" "${file}"
   LAST_CHANGED=1
@@ -383,6 +419,7 @@ ensure_file_atomic() {
   local src=$1 path=$2 mode=$3 owner=$4 group=$5 file
   local -a own
   file=$(target "${path}")
+  note_new_dirs "$(dirname "${path}")"
   mapfile -t own < <(owner_args "${owner}" "${group}")
   run install -D -m "${mode}" "${own[@]}" "${src}" "${file}.seccam-new"
   run mv -f "${file}.seccam-new" "${file}"
@@ -406,6 +443,7 @@ ensure_symlink() {
     warn "${path} exists and is not a symlink; replacing it"
   fi
   if [[ ! -d "$(dirname "${link}")" ]]; then
+    note_new_dirs "$(dirname "${path}")"
     run install -d -m 0755 "$(dirname "${link}")"
   fi
   run ln -sfn "${dest}" "${link}"
@@ -469,11 +507,36 @@ check_python() {
     # shcov: skip-end
   fi
   if ! "${SYSTEM_PYTHON}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not a bookworm system?"  # shcov: skip - as above
+    abort "${SYSTEM_PYTHON} is older than 3.11 (seccam needs tomllib): not Debian 12 or 13?"  # shcov: skip - as above
   fi
   if [[ -z "${ROOT}" ]] && ! ((DRY_RUN)); then
     ensure "${SYSTEM_PYTHON}" -c 'import gnupg, gpiozero, schedule'  # shcov: skip - a real installation only
   fi
+}
+
+# Which pin library gpiozero will use on this board, and a warning when none that works here
+# is installed (RPi.GPIO does not drive a Raspberry Pi 5's GPIO). seccam.board decides; it
+# only looks (no gpiozero import, no hardware access), so a dry run asks it too.
+report_gpio() {
+  if [[ -n "${ROOT}" ]]; then
+    SKIPPED+=("GPIO: the pin library is checked on the device (install.sh there says which one gpiozero uses)")
+    return 0
+  fi
+  if [[ ! -x "${SYSTEM_PYTHON}" ]]; then
+    return 0  # shcov: skip - a dry run on a system without python3 yet (apt-get would install it)
+  fi
+  local line
+  local -a model=()
+  if [[ -n "${SECCAM_DT_MODEL:-}" ]]; then
+    model=(--model-file "${SECCAM_DT_MODEL}")
+  fi
+  while IFS= read -r line; do
+    if [[ "${line}" == "warning: "* ]]; then
+      warn "GPIO: ${line#warning: }"
+    else
+      say "GPIO: ${line}"
+    fi
+  done < <(PYTHONPATH="${SRC}/lib${PYTHONPATH:+:${PYTHONPATH}}" "${SYSTEM_PYTHON}" -m seccam.board "${model[@]}")
 }
 
 # -- 2. user and groups -----------------------------------------------------------------------
@@ -556,13 +619,17 @@ code_files() {
   )
 }
 
-# True when some module under /opt/seccam/lib has no byte-compiled file.
+# True when some module under /opt/seccam/lib has no byte-compiled file for this system's
+# python3 (after an upgrade from bookworm to trixie, only Python 3.11's files are there).
 pyc_missing() {
-  local py dir name
+  local py dir name tag=""
   while IFS= read -r -d '' py; do
+    if [[ -z "${tag}" ]]; then  # only once there is code: a dry run on a bare system has no python3 yet
+      tag=$("${SYSTEM_PYTHON}" -c 'import sys; print(sys.implementation.cache_tag)')
+    fi
     dir=${py%/*}
     name=${py##*/}
-    if ! compgen -G "${dir}/__pycache__/${name%.py}.*.pyc" >/dev/null; then
+    if [[ ! -f "${dir}/__pycache__/${name%.py}.${tag}.pyc" ]]; then
       return 0
     fi
   done < <(find "$(target "${PREFIX}")/lib" -name '*.py' -print0 2>/dev/null)
@@ -768,7 +835,7 @@ account_configured() {
 ensure_camera_key() {
   if [[ -n "${ROOT}" ]]; then
     SKIPPED+=("camera key: not generated in a staging root (run seccam keys init on the device)")
-    NEXT_STEPS+=("on the device: edit ${CONFIG}, then: sudo -u ${SERVICE_USER} seccam keys init")
+    NEXT_STEPS+=("on the device: edit ${CONFIG}, then: sudo seccam keys init")
     return 0
   fi
   if camera_key_exists; then
@@ -779,16 +846,16 @@ ensure_camera_key() {
   fi
   if ! account_configured; then
     NEXT_STEPS+=("put the camera's mail account into ${CONFIG} ([account], [delivery]; docs/setup.md)")
-    NEXT_STEPS+=("generate the camera key once: sudo -u ${SERVICE_USER} seccam keys init")
+    NEXT_STEPS+=("generate the camera key once: sudo seccam keys init")
     return 0
   fi
   # shcov: skip-begin - as above: needs the real /etc/seccam/seccam.toml with an [account]
   if try_run runuser -u "${SERVICE_USER}" -- "${PREFIX}/bin/seccam" keys init; then
     CHANGES=$((CHANGES + 1))
-    NEXT_STEPS+=("back up the camera key: sudo -u ${SERVICE_USER} seccam keys export-secret --output FILE")
+    NEXT_STEPS+=("back up the camera key: sudo seccam keys export-secret --output FILE")
   else
     warn "the camera key was not generated (see the error above); fix ${CONFIG}, then run:"
-    warn "  sudo -u ${SERVICE_USER} seccam keys init"
+    warn "  sudo seccam keys init"
   fi
   # Do not leave the key generation's gpg-agent running.
   runuser -u "${SERVICE_USER}" -- gpgconf --homedir "${GNUPG_HOME}" --kill gpg-agent >/dev/null 2>&1 || true
@@ -806,13 +873,16 @@ run_demo() {
   case "${DEMO}" in
     no) return 0 ;;
     auto)
-      if [[ -n "${ROOT}" ]]; then
+      if ((UPGRADE)); then
+        SKIPPED+=("demo: not run again on an upgrade (ask for it with --demo, or run it any time: sudo seccam demo)")
+        return 0
+      elif [[ -n "${ROOT}" ]]; then
         why="a staging root"
       elif ((DRY_RUN)); then
         why="a dry run"
       # shcov: skip-begin - a real installation only (the tests use --root or --dry-run: the branches above)
       elif has_hardware; then
-        NOTES+=("GPIO or camera found: no demo; run it any time with: sudo -u ${SERVICE_USER} seccam demo")
+        NOTES+=("GPIO or camera found: no demo; run it any time with: sudo seccam demo")
         return 0
         # shcov: skip-end
       fi
@@ -835,6 +905,21 @@ run_demo() {
 
 # -- the two actions --------------------------------------------------------------------------
 
+# Add the directories this run created to the record of earlier runs.
+write_created_dirs() {
+  local record
+  local -a dirs=()
+  record=$(target "${CREATED_DIRS_RECORD}")
+  if [[ -r "${record}" ]]; then
+    mapfile -t dirs <"${record}"
+  fi
+  dirs+=("${CREATED_DIRS[@]}")
+  if ((${#dirs[@]} == 0)); then
+    return 0
+  fi
+  ensure_content "$(printf '%s\n' "${dirs[@]}" | sort -u)"$'\n' "${CREATED_DIRS_RECORD}" 0644 root root
+}
+
 write_staged() {
   if [[ -z "${ROOT}" ]]; then
     return 0
@@ -846,13 +931,18 @@ write_staged() {
 }
 
 do_install() {
+  if [[ -e "$(target "${PREFIX}")/bin/seccam" ]]; then
+    UPGRADE=1
+  fi
   install_packages
   check_python
+  report_gpio
   ensure_user
   ensure_directories
   install_code
   install_conffiles
   install_units
+  write_created_dirs
   write_staged
   start_services
   ensure_camera_key
@@ -872,8 +962,46 @@ units_to_remove() {
   } | sort -u
 }
 
+# Remove the directories an installation created (the record) and the .wants directories of
+# our units (an empty one means nothing to systemd; installs older than the record made them
+# too), each only when it is empty now. Deepest first, so a parent can become empty in turn.
+# Recorded directories that stay (the parents of what a plain --uninstall keeps) stay recorded.
+prune_created_dirs() {
+  local dir path unit wanted
+  local -a dirs=("$@") remaining=() ordered=()
+  local -A recorded=()
+  for dir in "$@"; do
+    recorded[${dir}]=1
+  done
+  for unit in "${ENABLED_UNITS[@]}"; do
+    while IFS= read -r wanted; do
+      dirs+=("${UNIT_DIR}/${wanted}.wants")
+    done < <(wanted_by "${SRC}/lib/systemd/system/${unit}")
+  done
+  mapfile -t ordered <<<"$(printf '%s\n' "${dirs[@]}" | sort -ru)"
+  for dir in "${ordered[@]}"; do
+    path=$(target "${dir}")
+    if [[ -n "${dir}" && -d "${path}" && ! -L "${path}" && -z "$(ls -A "${path}")" ]]; then
+      run rmdir "${path}"
+    elif [[ -n "${recorded[${dir}]:-}" && -d "${path}" ]]; then
+      remaining+=("${dir}")
+    fi
+  done
+  if ((PURGE)); then
+    return 0  # the record went with RECORD_DIR
+  elif ((${#remaining[@]})); then
+    ensure_content "$(printf '%s\n' "${remaining[@]}" | sort -u)"$'\n' "${CREATED_DIRS_RECORD}" 0644 root root
+  else
+    remove_path "${CREATED_DIRS_RECORD}"
+  fi
+}
+
 do_uninstall() {
   local unit wanted removed=0
+  local -a created=()
+  if [[ -r "$(target "${CREATED_DIRS_RECORD}")" ]]; then
+    mapfile -t created <"$(target "${CREATED_DIRS_RECORD}")"
+  fi
   if systemd_running; then
     # shcov: skip-begin - systemd as PID 1 only (the tests run in a container without it)
     for unit in "${ENABLED_UNITS[@]}"; do
@@ -921,6 +1049,7 @@ do_uninstall() {
     local kept="${ETC_DIR} (configuration), ${STATE_DIR} (the camera key), ${SPOOL_DIR} (spool)"
     NOTES+=("kept: ${kept}, user ${SERVICE_USER}; remove them too with --uninstall --purge")
   fi
+  prune_created_dirs "${created[@]}"
   summary
 }
 
@@ -948,7 +1077,7 @@ summary() {
       say "  ${n}. ${line}"
       n=$((n + 1))
     done
-    say "  then: sudo seccam status   (and a test alarm: sudo -u ${SERVICE_USER} seccam trigger)"
+    say "  then: sudo seccam status   (and a test alarm: sudo seccam trigger)"
   fi
 }
 

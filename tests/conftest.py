@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from helpers.readable import coverage_env_for  # noqa: E402
+
 pytest_plugins = [p for p in ("helpers.mailfixtures",) if (ROOT / "tests" / (p.replace(".", "/") + ".py")).exists()]
 
 
@@ -88,15 +90,18 @@ def config_path(short_tmp):
     return write_config(short_tmp)
 
 
-def run_entry(entry, *args, config=None, env=None, timeout=60, check=False):
-    """Run bin/ or jobs/ ENTRY (e.g. "bin/seccam") with the test interpreter."""
+def run_entry(entry, *args, config=None, env=None, timeout=60, check=False, repo=None):
+    """Run bin/ or jobs/ ENTRY (e.g. "bin/seccam") with the test interpreter, from ``repo`` (this
+    checkout, or helpers.readable's copy for an entry that switches to another user)."""
+    repo = Path(repo or ROOT)
     full_env = dict(os.environ)
     full_env.pop("SECCAM_CONFIG", None)
     full_env["SECCAM_NO_SYSLOG"] = "1"
     if config is not None:
         full_env["SECCAM_CONFIG"] = str(config)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(ROOT / entry), *map(str, args)], env=full_env,
+    return subprocess.run([sys.executable, str(repo / entry), *map(str, args)],
+                          env=coverage_env_for(repo, full_env),
                           capture_output=True, text=True, timeout=timeout, check=check)
 
 

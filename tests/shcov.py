@@ -261,10 +261,31 @@ def repo_scripts(root):
     return scripts
 
 
+COPY_MARKER = ".seccam-copy-of"  # tests/helpers/readable.py: a readable copy of the checkout
+
+
+def _copy_root(src, root, copies):
+    """``root``, or the top of the copy of ``root`` that ``src`` lies in (its lines count as
+    the checkout's: tests run scripts from a copy as another user who cannot read a 0700 clone)."""
+    found = root
+    for parent in src.parents:
+        marker = parent / COPY_MARKER
+        if marker.is_file():
+            try:
+                if Path(marker.read_text().strip()).resolve() == root:
+                    found = parent
+            except OSError:
+                pass
+            break
+    copies[src.parent] = found
+    return found
+
+
 def executed_lines(trace_dir, root):
     """Map repo-relative script path -> set of executed line numbers."""
     root = root.resolve()
     hits = {}
+    copies = {}  # directory of a traced script -> the tree its path is relative to
     for trace in sorted(Path(trace_dir).glob("trace.*")):
         cwd = "/"
         with trace.open("r", encoding="utf-8", errors="replace") as f:
@@ -278,7 +299,7 @@ def executed_lines(trace_dir, root):
                     continue
                 src = Path(os.path.realpath(os.path.join(cwd, m.group("src"))))
                 try:
-                    rel = src.relative_to(root).as_posix()
+                    rel = src.relative_to(copies.get(src.parent) or _copy_root(src, root, copies)).as_posix()
                 except ValueError:
                     continue
                 hits.setdefault(rel, set()).add(int(m.group("line")))

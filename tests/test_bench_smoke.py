@@ -7,16 +7,51 @@ through the runner tests/bench/run (which uses the test venv), the second
 calls the script with this interpreter.
 """
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from helpers.shell import run_bash
+from helpers.coverage_env import with_coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tests" / "bench" / "latency.py"
 NUMBER = r"\d+(\.\d+)?"
+# Not a time limit on the benchmark (a slow machine may take many minutes): only what keeps a hung
+# run from hanging the suite.
+HUNG_S = 1800
+
+
+def _run_bench(*args):
+    """tests/bench/run ARGS in a process group of its own; whatever happens to the test, the group
+    (the benchmark and every poller and job it started) is gone afterwards."""
+    proc = subprocess.Popen(["/bin/bash", str(ROOT / "tests/bench/run"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=with_coverage(), start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=HUNG_S)
+    finally:
+        _end_group(proc.pid)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _end_group(pgid, grace_s=10):
+    """SIGTERM the process group, SIGKILL it if something in it still runs after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 def _table(text, heading):
@@ -39,7 +74,7 @@ def _table(text, heading):
 def test_bench_quick_writes_well_formed_tables_between_the_markers(short_tmp):
     doc = short_tmp / "performance.md"
     doc.write_text("# title\n\nbefore\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n")
-    proc = run_bash("tests/bench/run", "--quick", "--write", doc, timeout=60)
+    proc = _run_bench("--quick", "--write", doc)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = doc.read_text()
     assert text.startswith("# title\n\nbefore\n<!-- bench:begin -->\n") and text.endswith("<!-- bench:end -->\nafter\n")
@@ -78,6 +113,58 @@ def test_bench_refuses_a_file_without_markers_before_measuring(short_tmp):
     doc = short_tmp / "performance.md"
     doc.write_text("no markers\n")
     proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--write", str(doc)],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+                          capture_output=True, text=True, timeout=HUNG_S, cwd=ROOT)
     assert proc.returncode == 1 and "markers" in proc.stderr and "repetition" not in proc.stderr
     assert doc.read_text() == "no markers\n"
+
+
+def test_a_stopped_benchmark_leaves_no_poller_or_job_running(short_tmp):
+    """SIGTERM to the benchmark while its poller runs: the benchmark stops every entry point it
+    started (the poller exits on SIGTERM) and no process of it is left in its group."""
+    proc = subprocess.Popen([sys.executable, str(BENCH), "--quick", "--no-write"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=with_coverage(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + HUNG_S
+        poller = None
+        while poller is None and proc.poll() is None and time.monotonic() < deadline:
+            poller = _poller_in_group(proc.pid)
+            time.sleep(0.02)
+        assert poller, "the benchmark never started bin/seccam-poller"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=HUNG_S)
+        assert "stopped by SIGTERM" in stderr and "ignored SIGTERM" not in stderr, stderr[-2000:]
+        assert not Path(f"/proc/{poller}").exists() or _zombie(poller)
+        assert _group_members(proc.pid) == []
+    finally:
+        _end_group(proc.pid)
+
+
+def _group_members(pgid):
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def _poller_in_group(pgid):
+    for pid in _group_members(pgid):
+        try:
+            if b"seccam-poller" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

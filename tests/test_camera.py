@@ -1,7 +1,9 @@
 """Capturing with the real fswebcam: validation, parallelism, timeouts, failures reported by camera."""
 
 import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,8 +50,8 @@ def test_stale_file_from_an_earlier_capture_never_passes(tmp_path):
     stale.write_bytes(b"\xff\xd8\xff" + b"old" + b"\xff\xd9")
     (tmp_path / "gone.preview.jpg").write_bytes(stale.read_bytes())
     [r] = camera.capture_all(cams('[[camera]]\nname = "gone"\ndevice = "/dev/video-none"\n'), tmp_path)
-    assert not r.ok and r.error.startswith("no image written")
-    assert "stat: No such file or directory" in r.error
+    assert not r.ok and r.error.startswith("no such device /dev/video-none (unplugged, or it has another number")
+    assert "no image written (stat: No such file or directory)" in r.error
     assert not stale.exists()
 
 
@@ -149,3 +151,140 @@ def test_fswebcam_exiting_with_an_error_fails_the_capture_even_with_a_valid_imag
 def test_a_missing_preview_fails_the_capture_and_says_it_was_the_preview(tmp_path):
     full = _jpeg(tmp_path / "a.jpg")
     assert camera._check_fswebcam(0, b"", full, tmp_path / "a.preview.jpg") == "preview: no image written"
+
+
+# -- every failure names its cause -----------------------------------------------------------------
+NOBODY = 65534
+
+
+def capture_as_nobody(tmp_path, device):
+    """One capture from ``device`` as an unprivileged user (as the service user runs it); its error."""
+    import json
+    import subprocess
+    import sys
+    from helpers.coverage_env import REPO, with_coverage
+    import tempfile
+    out = Path(tempfile.mkdtemp(prefix="sccam", dir="/tmp"))  # pytest's tmp_path is closed to other users
+    os.chown(out, NOBODY, NOBODY)
+    code = ("import json, sys; from seccam import camera, config; "
+            "cams = config.parse(sys.argv[1]).cameras; "
+            "print(json.dumps([r.error for r in camera.capture_all(cams, sys.argv[2])]))")
+    text = BASE + f'[[camera]]\nname = "a"\ndevice = "{device}"\ntimeout_s = 10\n'
+    env = with_coverage({**os.environ, "PYTHONPATH": str(REPO / "lib")})
+    proc = subprocess.run([sys.executable, "-c", code, text, str(out)], env=env, user=NOBODY, group=NOBODY,
+                          extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+    shutil.rmtree(out)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[0]
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="makes device nodes and switches users")
+
+
+def test_a_file_that_is_not_a_device_node_is_named_as_such(tmp_path):
+    not_a_device = tmp_path / "video0"
+    not_a_device.write_bytes(b"plain file")
+    [r] = camera.capture_all(cams(f'[[camera]]\nname = "a"\ndevice = "{not_a_device}"\n'), tmp_path)
+    assert not r.ok and r.error.startswith(f"{not_a_device} is not a video device (not a device node)")
+
+
+def test_a_device_without_a_video_driver_is_not_a_video_device(tmp_path):
+    [r] = camera.capture_all(cams('[[camera]]\nname = "a"\ndevice = "v4l2:/dev/null"\n'), tmp_path)
+    assert not r.ok and r.error.startswith("/dev/null is not a video device (no video4linux driver answers)")
+
+
+@needs_root
+def test_a_device_the_service_user_may_not_open_is_permission_denied(tmp_path):
+    node = Path("/tmp") / f"scvideo{os.getpid()}"
+    os.mknod(node, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+    try:
+        error = capture_as_nobody(tmp_path, node)
+    finally:
+        node.unlink()
+    assert error.startswith(f"permission denied on {node} (owned by group root: the user running seccam must be "
+                            "in that group")
+
+
+@needs_root
+def test_a_device_another_program_holds_exclusively_is_busy(tmp_path):
+    import fcntl
+    import pty
+    import termios
+    master, slave = pty.openpty()
+    try:
+        name = os.ttyname(slave)
+        os.chmod(name, 0o666)
+        fcntl.ioctl(slave, termios.TIOCEXCL)  # a second open (by anyone but root) is refused with EBUSY
+        error = capture_as_nobody(tmp_path, name)
+        assert error.startswith(f"{name} is busy (another program is using the camera)")
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def _capability(caps, device_caps=0):
+    import struct
+    return b"uvcvideo".ljust(16, b"\0") + b"cam".ljust(32, b"\0") + b"usb".ljust(32, b"\0") + \
+        struct.pack("=IIII", 0x60000, caps, device_caps, 0) + bytes(8)
+
+
+def test_metadata_and_codec_nodes_are_not_capture_devices():
+    assert len(_capability(0)) == 104
+    assert camera.is_capture_device(_capability(0x84A00001, 0x04200001))          # a UVC camera's capture node
+    assert not camera.is_capture_device(_capability(0x84A00001, 0x04A00000))      # its metadata node
+    assert camera.is_capture_device(_capability(0x00001000))                      # multi-planar, no device caps
+    assert not camera.is_capture_device(_capability(0x00000002))                  # video output only
+
+
+@pytest.mark.parametrize("log, cause", [
+    (b"--- Opening /dev/video0...\nTrying source module v4l2...\n/dev/video0 opened.\n"
+     b"\x1b[31mVIDIOC_S_FMT: Device or resource busy\x1b[0m\n", "the camera is busy"),
+    (b"Error opening device: /dev/video0\nopen: Permission denied\n", "permission denied"),
+    (b"Error opening device: /dev/video0\nopen: No such device\n", "no such device (unplugged"),
+    (b"Timed out waiting for frame!\nNo frames captured.\n", "timeout: the camera delivered no frame"),
+    (b"VIDIOC_DQBUF: Input/output error\n", "input/output error"),
+    (b"/dev/null: Not a V4L2 device?\nUnable to find a source module that can read /dev/null.\n",
+     "not a video device"),
+    (b"Error opening file for output: /x/y.jpg\nfopen: No such file or directory\n",
+     "cannot write the picture file"),
+    (b"something nobody has seen before\n", None),
+])
+def test_fswebcams_messages_name_the_cause(log, cause):
+    [cam] = cams('[[camera]]\nname = "a"\ndevice = "test"\n')
+    found = camera.failure_cause(cam, log)
+    assert (found is None) if cause is None else found.startswith(cause)
+
+
+def test_a_missing_raw_source_is_named_from_fswebcams_messages(tmp_path):
+    [r] = camera.capture_all(cams(f'[[camera]]\nname = "a"\ndevice = "raw:{tmp_path}/none"\n'
+                                  'palette = "RGB24"\nresolution = "320x240"\n'), tmp_path)
+    assert not r.ok and r.error.startswith("no such device or file (seccam cameras --detect lists")
+
+
+def test_what_keeps_a_device_from_opening_is_named():
+    import fcntl
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from helpers.coverage_env import REPO, with_coverage
+    assert camera.check_device("/etc/hostname/video0") == "cannot look at /etc/hostname/video0: Not a directory"
+    # /dev/tty without a controlling terminal: the kernel says ENXIO, as for an unplugged camera.
+    code = "import sys; from seccam import camera; print(camera.check_device('/dev/tty'))"
+    proc = subprocess.run([sys.executable, "-c", code], env=with_coverage({**os.environ, "PYTHONPATH": str(REPO / "lib")}),
+                          capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert proc.stdout.startswith("no such device /dev/tty (the camera is gone"), proc.stderr
+    # A pseudo-terminal whose master has not unlocked it: any other error is named with its own words.
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+    try:
+        tiocgptn = getattr(termios, "TIOCGPTN", 0x80045430)  # _IOR("T", 0x30, unsigned int) on Linux
+        number = struct.unpack("I", fcntl.ioctl(master, tiocgptn, b"\0" * 4))[0]
+        assert camera.check_device(f"/dev/pts/{number}") == f"cannot open /dev/pts/{number}: Input/output error"
+    finally:
+        os.close(master)
+
+
+def test_a_group_without_a_name_is_named_by_its_number():
+    class St:
+        st_gid = 4321
+    assert camera._group_of(St) == "gid 4321"

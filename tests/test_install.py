@@ -310,6 +310,17 @@ def test_rerun_repairs_modes_removes_stale_code_and_recompiles(installed):
     assert changes(ok(install(installed))) == []
 
 
+def test_rerun_after_a_python_upgrade_byte_compiles_for_the_new_python(installed):
+    """bookworm -> trixie: the .pyc files of the old Python (3.11) do not count for the new one."""
+    tag = sys.implementation.cache_tag
+    cache = installed / "opt/seccam/lib/seccam/__pycache__"
+    for pyc in cache.glob(f"*.{tag}.pyc"):
+        pyc.rename(pyc.with_name(pyc.name.replace(tag, "cpython-39")))  # as if made by another Python
+    result = ok(install(installed))
+    assert any("compileall" in line for line in changes(result))
+    assert list(cache.glob(f"errors.{tag}.pyc"))
+
+
 def test_rerun_byte_compiles_modules_whose_pyc_files_are_gone(installed):
     shutil.rmtree(installed / "opt/seccam/lib/seccam/commands/__pycache__")
     result = ok(install(installed))
@@ -543,17 +554,29 @@ DEBIAN_11 = 'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_ID="11"\nID=d
 FEDORA = 'NAME="Fedora Linux"\nVERSION_ID=40\nID=fedora\nPRETTY_NAME="Fedora Linux 40 (Workstation Edition)"\n'
 RASPBIAN = 'PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="12"\n' \
            'VERSION_CODENAME=bookworm\nID=raspbian\nID_LIKE=debian\n'
+# Debian 13 as debootstrap and the Debian installer leave it; 64-bit Raspberry Pi OS trixie says the
+# same (ID=debian); 32-bit Raspberry Pi OS trixie (Pi Zero W) says ID=raspbian.
+DEBIAN_13 = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n' \
+            'VERSION="13 (trixie)"\nVERSION_CODENAME=trixie\nDEBIAN_VERSION_FULL=13.2\nID=debian\n'
+RASPBIAN_13 = 'PRETTY_NAME="Raspbian GNU/Linux 13 (trixie)"\nNAME="Raspbian GNU/Linux"\nVERSION_ID="13"\n' \
+              'VERSION_CODENAME=trixie\nID=raspbian\nID_LIKE=debian\n'
+DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n' \
+            'VERSION_CODENAME=bookworm\nID=debian\n'
+# Debian testing has no VERSION_ID; before its release trixie looked like this.
+TRIXIE_PRERELEASE = 'PRETTY_NAME="Debian GNU/Linux trixie/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=trixie\nID=debian\n'
+FORKY = 'PRETTY_NAME="Debian GNU/Linux forky/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=forky\nID=debian\n'
 
 
 @pytest.mark.parametrize("text, found", [
     (UBUNTU, "found Ubuntu 22.04.4 LTS (ID=ubuntu VERSION_ID=22.04 VERSION_CODENAME=jammy"),
     (DEBIAN_11, "found Debian GNU/Linux 11 (bullseye) (ID=debian VERSION_ID=11"),
+    (FORKY, "found Debian GNU/Linux forky/sid (ID=debian VERSION_ID=? VERSION_CODENAME=forky"),
 ])
 def test_other_debian_releases_are_refused_with_what_was_found(root, tmp_path, text, found):
     result = install(root, env=os_release(tmp_path, text))
     assert result.returncode == 69
     assert "unsupported system: " + found in result.stderr
-    assert "Raspberry Pi OS bookworm and Debian 12" in result.stderr
+    assert "Raspberry Pi OS or Debian 13 (trixie) and 12 (bookworm)" in result.stderr
     assert "run again with --force" in result.stderr
     assert list(root.iterdir()) == []
 
@@ -575,6 +598,33 @@ def test_raspberry_pi_os_bookworm_is_supported(root, tmp_path):
     result = install(root, env={**os_release(tmp_path, RASPBIAN), "SECCAM_ARCH": "armhf"})
     assert result.returncode == 0, result.stderr
     assert "system: Raspbian GNU/Linux 12 (bookworm) on armhf" in result.stdout
+
+
+@pytest.mark.parametrize("text, arch, said", [
+    (DEBIAN_13, "amd64", "Debian GNU/Linux 13 (trixie) on amd64"),
+    (DEBIAN_13, "arm64", "Debian GNU/Linux 13 (trixie) on arm64"),  # also 64-bit Raspberry Pi OS trixie
+    (RASPBIAN_13, "armhf", "Raspbian GNU/Linux 13 (trixie) on armhf"),
+    (DEBIAN_12, "arm64", "Debian GNU/Linux 12 (bookworm) on arm64"),
+    (TRIXIE_PRERELEASE, "arm64", "Debian GNU/Linux trixie/sid on arm64"),
+], ids=["debian13-amd64", "debian13-arm64", "raspbian13-armhf", "debian12-arm64", "trixie-prerelease"])
+def test_trixie_and_bookworm_are_supported_without_force(root, tmp_path, text, arch, said):
+    result = install(root, env={**os_release(tmp_path, text), "SECCAM_ARCH": arch})
+    assert result.returncode == 0, result.stderr
+    assert f"system: {said}" in result.stdout and "--force" not in result.stderr
+
+
+@pytest.mark.parametrize("text", [DEBIAN_13, DEBIAN_12], ids=["trixie", "bookworm"])
+def test_reruns_upgrades_and_uninstall_work_on_both_releases(root, tmp_path, text):
+    env = {**os_release(tmp_path, text), "SECCAM_ARCH": "arm64"}
+    ok(install(root, env=env))
+    assert changes(ok(install(root, env=env))) == []  # a re-run converges
+    (root / "opt/seccam/lib/seccam/obsolete.py").write_text("# from an older version\n")
+    upgrade = ok(install(root, env=env))  # an upgrade removes what the new version no longer has
+    assert not (root / "opt/seccam/lib/seccam/obsolete.py").exists() and changes(upgrade)
+    ok(install(root, "--uninstall", env=env))
+    assert not (root / "opt/seccam").exists() and (root / "etc/seccam/seccam.toml").is_file()
+    ok(install(root, "--uninstall", "--purge", env=env))
+    assert not (root / "etc/seccam").exists()
 
 
 def test_unknown_architecture_is_refused(root):
@@ -668,3 +718,119 @@ def test_dry_run_without_root_warns_that_the_list_may_be_longer():
     assert snapshot(*SYSTEM_PATHS) == before
     assert "not root: some state is unreadable, so the list of changes may be longer" in result.stderr
     assert "install.sh: + " not in result.stdout
+
+
+# -- uninstall leaves nothing empty behind; re-runs; the GPIO pin library -------------------------------
+KEPT = ("etc/seccam", "var/lib/seccam", "var/spool/seccam", "var/lib/seccam-install")
+
+
+def empty_dirs(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
+
+
+def test_uninstall_leaves_no_empty_directory_it_created(installed):
+    assert (installed / "etc/systemd/system/paths.target.wants").is_dir()
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert [d for d in empty_dirs(installed) if not d.startswith(KEPT)] == []
+    assert sorted(str(p.relative_to(installed)) for p in installed.iterdir()) == ["etc", "var"]
+    ok(install(installed))  # installing again records its directories again
+    ok(install(installed, "--uninstall", "--purge"))
+    assert list(installed.iterdir()) == []  # the staging root is as empty as before the first install
+
+
+def test_uninstall_keeps_directories_that_were_there_before(root):
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+    (root / "etc/systemd/system/multi-user.target.wants/ssh.service").symlink_to("/lib/systemd/system/ssh.service")
+    ok(install(root))
+    ok(install(root, "--uninstall", "--purge"))
+    assert (root / "usr/local/bin").is_dir()
+    assert os.listdir(root / "etc/systemd/system/multi-user.target.wants") == ["ssh.service"]
+    assert not (root / "etc/systemd/system/paths.target.wants").exists()
+
+
+def test_uninstall_of_an_installation_without_the_record_removes_the_empty_wants_directories(installed):
+    record = installed / "var/lib/seccam-install/created-dirs"
+    record.unlink()  # installed by an older install.sh
+    ok(install(installed))
+    assert not record.exists()  # an upgrade creates no directory: nothing to record
+    ok(install(installed, "--uninstall"))
+    assert not (installed / "etc/systemd/system/paths.target.wants").exists()
+    assert not (installed / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+def test_an_upgrade_does_not_run_the_demo_again_unless_asked(root):
+    first = ok(install(root))
+    assert "skipped: demo: not run in a staging root" in first.stdout
+    again = ok(install(root))
+    assert "skipped: demo: not run again on an upgrade (ask for it with --demo, or run it any time: " \
+           "sudo seccam demo)" in again.stdout
+    asked = ok(install(root, "--demo"))
+    assert "skipped: demo: not run in a staging root" in asked.stdout
+
+
+def _model(tmp_path, text):
+    path = tmp_path / "model"
+    path.write_bytes(text.encode() + b"\0")
+    return str(path)
+
+
+def _pin_libraries(tmp_path, *modules):
+    """Importable stand-ins for pin libraries this machine cannot have (lgpio is not in Debian)."""
+    lib = tmp_path / "pylib"
+    for module in modules:
+        path = lib / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("raise ImportError('a stand-in: never imported')\n")
+        if "." in module:
+            (path.parent / "__init__.py").write_text("")
+    return str(lib)
+
+
+def test_the_gpio_pin_library_is_checked_on_the_device_not_in_a_staging_root(root):
+    result = ok(install(root))
+    assert "skipped: GPIO: the pin library is checked on the device" in result.stdout
+
+
+def test_install_says_which_pin_library_gpiozero_uses_on_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "lgpio")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use lgpio\n" in result.stdout
+    assert "GPIO" not in result.stderr
+
+
+def test_install_warns_when_no_pin_library_drives_this_board(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": _model(tmp_path, "Raspberry Pi 5 Model B Rev 1.0"),
+           "PYTHONPATH": _pin_libraries(tmp_path, "RPi.GPIO")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: board Raspberry Pi 5 Model B Rev 1.0: gpiozero 1.6.2 will use RPi.GPIO" in result.stdout
+    assert ("install.sh: warning: GPIO: no installed pin library drives this board's GPIO (the RP1 chip; RPi.GPIO "
+            "does not): the poller will not see motion. Install lgpio: sudo apt install python3-lgpio") in result.stderr
+
+
+def test_install_says_so_on_a_machine_without_gpio(tmp_path):
+    env = {**os.environ, "SECCAM_DT_MODEL": str(tmp_path / "no-such-model")}
+    result = run_bash("install.sh", "--dry-run", "--no-demo", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "install.sh: GPIO: no GPIO here: no device-tree model (not a Raspberry Pi, or a container)" in result.stdout
+
+
+# -- commands are written the same everywhere --------------------------------------------------------
+def _documents():
+    return [REPO / "install.sh", REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "crontab"]
+
+
+def test_commands_are_written_the_same_in_install_messages_readme_and_docs():
+    from seccam import cli
+    subcommands = set(cli._command_names())
+    for doc in _documents():
+        text = doc.read_text()
+        # The service's own commands run under sudo: they switch to the service user themselves.
+        assert not re.search(r"sudo -u \S+ (seccam|/opt/seccam/)", text), doc
+        for match in re.finditer(r"\bsudo seccam ([a-z-]+)", text):
+            assert match.group(1).replace("-", "_") in subcommands, f"{doc}: {match.group(0)}"

@@ -176,6 +176,24 @@ def test_stop_smtp_refuses_connections_and_start_smtp_reuses_ports(mailserver):
     assert len(mailserver.fetch_inbox(a)) == 1
 
 
+def test_the_configuration_is_the_installed_dovecots_own_syntax(mailserver):
+    """Dovecot 2.3 (bookworm) and 2.4 (trixie, `dovecot_config_version` first, renamed settings)
+    each get their own syntax: the installed doveconf reads the running server's file without
+    a warning, and the file is in the syntax of that version."""
+    from helpers.mailserver import dovecot_version
+
+    proc = subprocess.run(["doveconf", "-c", mailserver.dovecot_conf, "-n"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and "warning" not in proc.stderr.lower(), proc.stderr
+    text = open(mailserver.dovecot_conf).read()
+    first = next(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    if dovecot_version() >= (2, 4):
+        assert first.startswith("dovecot_config_version = ") and "mail_driver = maildir" in text
+        assert "ssl_cert =" not in text and "mail_location" not in text
+    else:
+        assert "dovecot_config_version" not in text and "mail_location = maildir:~/Maildir" in text
+
+
 def test_mailserver_shuts_down_cleanly():
     with MailServer() as ms:
         tmpdir, port = ms.tmpdir, ms.imaps_port

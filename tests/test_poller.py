@@ -296,10 +296,13 @@ def test_reload_onto_busy_pins_keeps_the_old_pins(tmp_path, mock_factory, record
 
     def driver(p):
         started(p)
+        before = p.detector
         write_config(tmp_path, **{**FAST, "pir_pins": (5, 6)})
         os.kill(os.getpid(), signal.SIGHUP)
         wait_for(lambda: any(m.startswith("reload=failed") for m in messages(records, logging.ERROR)),
                  what="reload failure logged")
+        # The failure is logged before the old pins are opened again: drive them only once they are.
+        wait_for(lambda: p.detector is not before and p.detector is not None, what="old pins reopened")
         mock_factory.pin(17).drive_high()
         mock_factory.pin(27).drive_high()
         wait_for(lambda: p.spool.items("events.new"), what="event on the old pins")

@@ -250,6 +250,20 @@ def test_vc_request_with_a_wrong_invite_number_is_rejected_and_its_key_not_impor
     assert_nothing_changed(camera, joiner, invite["id"])
 
 
+def test_vc_request_with_two_invite_numbers_is_rejected_whichever_is_right(camera):
+    """Decided by the header alone, on any Python (3.11 and 3.13 parse the message the same)."""
+    joiner = camera.joiner("twice@seccam.test")
+    invite = camera.invite()
+    number = invite["invitenumber"].encode()
+    raw = joiner.vc_request(invite["invitenumber"]).replace(
+        b"Secure-Join-Invitenumber: " + number, b"Secure-Join-Invitenumber: " + number
+        + b"\r\nSecure-Join-Invitenumber: " + number, 1)
+    _, detail, result = camera.handle(raw)
+    assert "outcome=rejected" in detail and "unknown invite number" in detail and result.rejected
+    assert not camera.gpg.has_key(joiner.fpr)
+    assert_nothing_changed(camera, joiner, invite["id"])
+
+
 def test_expired_invite_is_rejected(camera):
     joiner = camera.joiner("anna@seccam.test")
     invite = camera.invite(ttl_s=3600)

@@ -60,8 +60,11 @@ def _claimer(root, out):
 def test_concurrent_claimers_never_share_an_item(spool):
     for _ in range(200):
         spool.write("events.new", b"x")
-    q = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_claimer, args=(spool.root, q)) for _ in range(4)]
+    # spawn, not fork: the test process has threads (the mail server's), and a forked child may
+    # inherit one of their locks held (Python 3.13 warns about exactly that).
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(spool.root, q)) for _ in range(4)]
     for p in procs:
         p.start()
     results = [q.get(timeout=30) for _ in procs]

@@ -130,7 +130,7 @@ def test_status_shows_an_outage_with_its_last_error_and_what_waits(short_tmp, ru
     stamp = spool.read_state("outage")
     assert stamp and stamp["attempts"] == 2
     out, js = status(run, path)
-    first = out.splitlines()[1]
+    [first] = [line for line in out.splitlines() if line.startswith("OFFLINE")]
     assert first.startswith(f"OFFLINE since {stamp['since_iso']} (last error: {stamp['error']}), 2 messages waiting")
     assert "2 attempt(s), last at " in out and "seccam flush" in out
     o = js["outage"]
@@ -143,12 +143,19 @@ def test_outage_of_a_refused_login_says_to_fix_the_password(config_path):
     spool.write_state("outage", {"since": 1_700_000_000, "since_iso": "2023-11-14T22:13:20+00:00",
                                  "last_attempt": 1_700_000_600, "error": "535 authentication failed",
                                  "auth": True, "attempts": 3, "collapsed_heartbeats": 4})
-    spool.write("outbox.deferred", b"x", name="20261125T191100.000001Z.11.aaaa-alarm.00.front.full.eml")
+    name = "20261125T191100.000001Z.11.aaaa-alarm.00.front.full.eml"
+    spool.write("outbox.deferred", b"x", name=name)
     from seccam.commands.status import render
-    out = render(health.snapshot(cfg, spool, with_keys=False))
+    # The clock is injected: the message's age (and so which branch formats it) never depends on
+    # the day the tests run.
+    now = health.name_time(name) + 2 * 86400 + 3 * 3600 + 59
+    out = render(health.snapshot(cfg, spool, now=now, with_keys=False))
     assert ("OFFLINE since 2023-11-14T22:13:20+00:00 (last error: 535 authentication failed), "
             "1 message waiting") in out
     assert "fix the account password" in out and "4 stale heartbeat(s) dropped" in out
+    assert "messages deferred (will retry), oldest 2d3h" in out
+    for age, said in ((3 * 3600 + 125, "oldest 3h2m"), (125, "oldest 2m5s"), (7, "oldest 7s")):
+        assert said in render(health.snapshot(cfg, spool, now=health.name_time(name) + age, with_keys=False))
 
 
 def test_status_and_heartbeat_show_a_key_change_waiting_for_the_owner(short_tmp, run):
@@ -229,3 +236,76 @@ def test_status_and_heartbeat_name_a_recipient_whose_alarms_wait_for_a_key(run):
         assert js["held_for"] == {"bob@seccam.test": 2}
     finally:
         c.close()
+
+
+# -- what blocks alarms comes first ---------------------------------------------------------------
+OWNER = "owner@seccam.test"
+ACCOUNT = f"""\
+[account]
+address = "{CAM}"
+password = "x"
+smtp_host = "127.0.0.1"
+smtp_security = "plain"
+"""
+
+
+def _blockers(out):
+    lines = out.splitlines()
+    assert lines[0].startswith(("BLOCKED ", "ready ")), out
+    return lines[:lines.index(next(line for line in lines if line.startswith("spool ")))]
+
+
+def test_status_leads_with_everything_that_blocks_alarms(config_path, run):
+    out, js = status(run, config_path)
+    assert [b["kind"] for b in js["blockers"]] == ["no-account", "no-recipients", "no-camera-key"]
+    head = _blockers(out)
+    assert head[0] == "BLOCKED     no alarm can be sent until these are fixed:"
+    assert head[1] == f"  - no [account] in {config_path}: the camera has no mail account to send from"
+    assert "  - the camera has no key: it cannot sign or encrypt" in head
+    assert "      fix: sudo seccam keys init  (or put a backup back: sudo seccam keys restore FILE)" in head
+    assert len(head) == 1 + 2 * len(js["blockers"])
+
+
+def test_a_recipient_without_a_usable_key_blocks_alarms_until_it_has_one(short_tmp, run):
+    from helpers.sendkit import kill_agent
+    from seccam import keys
+    from seccam.gpg import Gpg
+    path = write_config(short_tmp, ACCOUNT + f'[delivery]\nrecipients = ["{OWNER}", "friend@seccam.test"]\n')
+    cfg, _ = load(path)
+    assert run("bin/seccam", "keys", "init", config=path).returncode == 0
+    out, js = status(run, path)
+    assert [(b["kind"], b["message"].split(":")[0]) for b in js["blockers"]] == [
+        ("recipient-without-key", OWNER), ("recipient-without-key", "friend@seccam.test")]
+    assert _blockers(out)[1] == (f"  - {OWNER}: no key for it on the camera; every alarm is held until one of them "
+                                 "has a key")
+    phone = Gpg(short_tmp / "phone")
+    try:
+        for address in (OWNER, "friend@seccam.test"):
+            fpr = phone.generate_camera_key(address)
+            keys.open_store(cfg).import_key(address, phone.export_armored(fpr), source="test")
+    finally:
+        kill_agent(short_tmp / "phone")
+    Gpg(cfg.state_dir / "gnupg").delete_key(fpr)  # friend's pinned key is gone from the keyring
+    out, js = status(run, path)
+    assert [b["message"] for b in js["blockers"]] == [
+        "friend@seccam.test: its key is expired, revoked or not usable; its alarms are held until it has one "
+        "(the others get theirs)"]
+    # Importing the pinned key again puts it back into the keyring.
+    assert keys.open_store(cfg).import_key("friend@seccam.test", phone.export_armored(fpr), source="test") \
+        == keys.Outcome.UNCHANGED
+    out, js = status(run, path)
+    assert js["blockers"] == []
+    assert out.splitlines()[0] == ("ready       alarms can be sent: account, camera key and a usable key for "
+                                   "every recipient")
+
+
+def test_a_check_that_fails_is_shown_as_a_blocker_and_the_rest_still_runs(short_tmp, run):
+    path = write_config(short_tmp, ACCOUNT + f'[delivery]\nrecipients = ["{OWNER}"]\n')
+    cfg, _ = load(path)
+    (cfg.state_dir / "gnupg").parent.mkdir(parents=True, exist_ok=True)
+    (cfg.state_dir / "gnupg").write_text("a file where the GnuPG home belongs")
+    out, js = status(run, path)
+    assert [b["kind"] for b in js["blockers"]] == ["check-failed", "check-failed"]
+    assert js["blockers"][0]["message"].startswith(f"cannot check the camera key: cannot create GnuPG home "
+                                                   f"{cfg.state_dir / 'gnupg'}")
+    assert "\nfree disk " in out

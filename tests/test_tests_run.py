@@ -104,3 +104,33 @@ def test_an_existing_policy_rc_d_is_left_alone(tmp_path):
         assert "someone else's" in POLICY_RC_D.read_text()
     finally:
         POLICY_RC_D.unlink()
+
+
+def _args_of(tmp_path, *args):
+    """What gpiozero2_args makes of tests/run's ARGS (run from the repository root)."""
+    quoted = " ".join("'" + a + "'" for a in args)
+    result, _ = _drive(tmp_path, ["bash"], f"cd {REPO}; gpiozero2_args {quoted}")
+    assert result.returncode == 0, result.stderr
+    return [arg for arg in result.stdout.split("\0") if arg]
+
+
+def test_the_gpiozero2_pass_runs_the_sensor_and_poller_tests_with_the_options_given(tmp_path):
+    both = ["tests/test_sensors.py", "tests/test_poller.py"]
+    assert _args_of(tmp_path) == both
+    assert _args_of(tmp_path, "-q", "-k", "reload") == ["-q", "-k", "reload"] + both
+    assert _args_of(tmp_path, "tests") == both  # a directory that holds them
+    assert _args_of(tmp_path, "-x", "tests/test_poller.py::test_x", "tests/test_gpg.py") == [
+        "-x", "tests/test_poller.py::test_x"]
+    assert _args_of(tmp_path, "tests/test_gpg.py", "-q") == []  # other tests only: no second pass
+
+
+def test_another_release_gets_a_warning_and_the_tests_run_anyway(tmp_path):
+    os_release = tmp_path / "os-release"
+    results = {}
+    for version in ("13", "12", "11"):
+        os_release.write_text(f'ID=debian\nVERSION_ID="{version}"\n')
+        result, _ = _drive(tmp_path, ["bash"], f"OS_RELEASE_FILE={os_release} check_release; echo ran")
+        assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
+        results[version] = result.stderr
+    assert results["13"] == results["12"] == ""
+    assert "not Debian 13 (trixie) or 12 (bookworm)" in results["11"] and "VERSION_ID=11" in results["11"]

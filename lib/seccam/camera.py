@@ -23,11 +23,15 @@ Backends build command lines:
 """
 
 import dataclasses
+import errno
+import fcntl
 import logging
 import os
 import re
 import shutil
 import signal
+import stat
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -187,14 +191,17 @@ def _finish(cam, proc, full, preview, deadline, started):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:  # pragma: no cover - it exited just now
             pass
-        proc.communicate()
+        _, stderr = proc.communicate()
         _remove(full, preview)
-        return Result(cam.name, False, error=f"timed out after {cam.timeout_s:g} s",
+        cause = failure_cause(cam, stderr) if cam.backend == "fswebcam" else None
+        return Result(cam.name, False, error=f"timed out after {cam.timeout_s:g} s" + (f": {cause}" if cause else ""),
                       seconds=time.monotonic() - started)
     if cam.backend == "rpicam":
         problem = _check_rpicam(cam, proc.returncode, stderr, full, preview, deadline)
     else:
         problem = _check_fswebcam(proc.returncode, stderr, full, preview)
+        cause = failure_cause(cam, stderr) if problem else None
+        problem = f"{cause}; {problem}" if cause else problem
     if problem:
         _remove(full, preview)
         return Result(cam.name, False, error=problem, seconds=time.monotonic() - started)
@@ -226,6 +233,112 @@ def _check_rpicam(cam, returncode, stderr, full, preview, deadline):
         return problem + (f" (rpicam-still: {reason})" if reason else "")
     problem = _scale_preview(cam, full, preview, max(1.0, deadline - time.monotonic()))
     return "preview: " + problem if problem else None
+
+
+# -- why a camera failed --------------------------------------------------------------------------
+# Debian's fswebcam exits 0 when it fails and says why only in its messages, which differ by
+# source module and version; so the device node itself is checked first (as the user the
+# capture ran as), and fswebcam's messages are read for the errno texts it prints.
+_VIDIOC_QUERYCAP = 0x80685600           # _IOR('V', 0, struct v4l2_capability): 104 bytes
+_V4L2_CAPABILITY_SIZE = 104
+_CAP_VIDEO_CAPTURE = 0x00000001
+_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
+_CAP_DEVICE_CAPS = 0x80000000
+_DETECT = "seccam cameras --detect lists the cameras attached"
+
+
+def device_node(device):
+    """The device node an fswebcam ``device`` names (``/dev/video0``, ``v4l2:/dev/video0``), or
+    None for fswebcam's own sources (``test``, ``raw:``, ``file:``)."""
+    for prefix in ("v4l2:", "v4l1:"):
+        if device.startswith(prefix):
+            return device[len(prefix):]
+    return device if device.startswith("/") else None
+
+
+def is_capture_device(capability):
+    """Whether a ``struct v4l2_capability`` (bytes) describes a video capture node (not a
+    metadata, output or codec node, which a UVC camera or a Pi also has)."""
+    caps, device_caps = struct.unpack_from("=II", capability, 84)
+    if caps & _CAP_DEVICE_CAPS:
+        caps = device_caps
+    return bool(caps & (_CAP_VIDEO_CAPTURE | _CAP_VIDEO_CAPTURE_MPLANE))
+
+
+def _group_of(st):
+    try:
+        import grp
+        return grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        return f"gid {st.st_gid}"
+
+
+def check_device(path):
+    """None if ``path`` can be opened as a video capture device, else why not, in words."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"no such device {path} (unplugged, or it has another number: {_DETECT})"
+    except OSError as exc:
+        return f"cannot look at {path}: {exc.strerror}"
+    if not stat.S_ISCHR(st.st_mode):
+        return f"{path} is not a video device (not a device node)"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return (f"permission denied on {path} (owned by group {_group_of(st)}: the user running seccam "
+                    "must be in that group, e.g. sudo usermod -aG video seccam)")
+        if exc.errno == errno.EBUSY:
+            return f"{path} is busy (another program is using the camera)"
+        if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENOENT):
+            return f"no such device {path} (the camera is gone: unplugged, or its driver failed)"
+        return f"cannot open {path}: {exc.strerror}"
+    try:
+        capability = bytearray(_V4L2_CAPABILITY_SIZE)
+        try:
+            fcntl.ioctl(fd, _VIDIOC_QUERYCAP, capability)
+        except OSError:
+            return f"{path} is not a video device (no video4linux driver answers)"
+        # The two answers of a real V4L2 device (a UVC camera has a capture and a metadata node) need
+        # the hardware; is_capture_device is tested on its own with their capability structs.
+        if not is_capture_device(bytes(capability)):  # pragma: no cover - needs a V4L2 device, see above
+            return f"{path} is not a video capture device (a metadata or codec node; {_DETECT})"
+    finally:
+        os.close(fd)
+    return None  # pragma: no cover - needs a V4L2 capture device, see above
+
+
+# (what fswebcam prints, lower case; the cause in words), looked for in this order. errno
+# texts come from os.strerror: the C library fswebcam prints them with.
+_LOG_CAUSES = (
+    ("error opening file for output", "cannot write the picture file"),
+    (os.strerror(errno.EBUSY).lower(), "the camera is busy (another program is using it)"),
+    (os.strerror(errno.EACCES).lower(), "permission denied (the user running seccam must be in group video)"),
+    (os.strerror(errno.ENODEV).lower(), "no such device (unplugged, or its driver failed)"),
+    (os.strerror(errno.ENOENT).lower(), f"no such device or file ({_DETECT})"),
+    (os.strerror(errno.EIO).lower(), "input/output error (a USB camera that resets: its cable or power)"),
+    ("timed out", "timeout: the camera delivered no frame"),
+    ("timeout", "timeout: the camera delivered no frame"),
+    ("not a v4l2 device", "not a video device"),
+    ("unable to find a source module", "not a video device"),
+)
+
+
+def _cause_from_log(log_text):
+    text = _ANSI.sub("", log_text.decode("utf-8", "replace")).lower()
+    for needle, cause in _LOG_CAUSES:
+        if needle in text:
+            return cause
+    return None
+
+
+def failure_cause(cam, log_text):
+    """Why capturing from ``cam`` (fswebcam) failed, in words, or None when neither its
+    device node nor fswebcam's messages (``log_text``) tell."""
+    node = device_node(cam.device)
+    cause = check_device(node) if node else None
+    return cause or _cause_from_log(log_text or b"")
 
 
 def _remove(*paths):

@@ -2,16 +2,29 @@
 ``seccam/commands/NAME.py`` and is found there; this module only dispatches.
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args, config)``; ``NEEDS_CONFIG = False`` lets it run without a
-configuration file. Command modules import their heavy dependencies inside
-``run`` so that ``seccam trigger`` starts as fast as Python can.
+``run(args, config)``. Optional:
+
+* ``NEEDS_CONFIG = False`` lets it run without a configuration file; a
+  function ``needs_config(args)`` instead decides per command line.
+* ``open_files(args, config, files)`` opens the files named on the command
+  line (``files`` is a :class:`seccam.privilege.CommandFiles`) *before* the
+  command switches from root to the spool's owner, so that a file in the
+  invoking person's home can be read, and one written for them is theirs.
+* ``USES_GPG = True``: a gpg-agent that the command started is stopped when
+  it ends (seccam.gpg.watch_agents); one that was already running (the
+  service's) is left alone. No process outlives a command.
+
+Command modules import their heavy dependencies inside ``run`` so that
+``seccam trigger`` starts as fast as Python can.
 """
 
 import argparse
 import importlib
 import os
+import shlex
+import sys
 
-from . import __version__, runtime
+from . import __version__, privilege, runtime
 
 PROG = "seccam"
 
@@ -37,16 +50,39 @@ def build_parser():
     return parser
 
 
+def _needs_config(module, args):
+    if hasattr(module, "needs_config"):
+        return module.needs_config(args)
+    return getattr(module, "NEEDS_CONFIG", True)
+
+
 def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     runtime.setup_logging(f"{PROG} {args.command}", args.verbose)
+    module = args.module
+    command_line = shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)])
     config = None
-    if getattr(args.module, "NEEDS_CONFIG", True):
+    if _needs_config(module, args):
         from . import config as _config
+        privilege.check_config_readable(_config.resolve_path(args.config), command_line)
         config = _config.load(args.config)
-        runtime.become_spool_owner(config)
-    return args.module.run(args, config)
+        privilege.check_access(config, command_line)
+    files = privilege.CommandFiles()
+    if hasattr(module, "open_files"):
+        module.open_files(args, config, files)
+
+    def work():
+        if not getattr(module, "USES_GPG", False):
+            return module.run(args, config)
+        from . import gpg
+        gpg.watch_agents()
+        try:
+            return module.run(args, config)
+        finally:
+            gpg.stop_watched_agents()
+
+    return privilege.run_as_spool_owner(config, work, files)
 
 
 def main(argv=None):

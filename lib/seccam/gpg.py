@@ -4,8 +4,13 @@ It owns the GnuPG home (``STATE_DIR/gnupg``, mode 0700) and every gpg call:
 the camera key, exporting and importing keys, sign+encrypt and
 decrypt+verify. python-gnupg reports failures as result *values* (and 0.5.x
 sometimes raises BrokenPipeError or ValueError instead); here every failed
-call becomes a :class:`GpgError` carrying gpg's status and the tail of its
-stderr, so no caller can forget to check.
+call becomes a :class:`GpgError` carrying gpg's status keywords
+(``statuses``, from its ``[GNUPG:]`` lines) and the lines that say why, so no
+caller can forget to check.
+
+The same code runs on Debian 12 (GnuPG 2.2, python-gnupg 0.4.9) and Debian 13
+(GnuPG 2.4, python-gnupg 0.5.4). Decisions are taken on ``[GNUPG:]`` status
+keywords only: 2.4 prints more prose, in other words and order.
 
 Invariants:
 
@@ -18,6 +23,12 @@ Invariants:
   python-gnupg 0.5.x); works with Debian's 0.4.9 and PyPI 0.5.x.
 * Fingerprints are checked (40 or 64 hex digits) before they reach a gpg
   command line, so nothing a peer sends can become a gpg option.
+* What :meth:`Gpg.encrypt_sign` returns is PKESK/SKESK packets then one
+  SEIPD v1 packet (tag 18, version 1), checked on every message: Delta Chat
+  and chatmail relays refuse AEAD (tag 20) and SEIPD v2. GnuPG 2.4 writes AEAD
+  when every recipient key advertises it; the camera key (made here, features
+  MDC only) is always a recipient, and the check makes any other case an error
+  instead of a message nobody can read.
 
 Example::
 
@@ -26,6 +37,7 @@ Example::
     armored = g.encrypt_sign(b"hello", [owner_fpr, fpr], signer=fpr)
 """
 
+import base64
 import contextlib
 import datetime as _dt
 import io
@@ -70,15 +82,18 @@ Expire-Date: 0
 
 class GpgError(SeccamError):
     """A gpg operation failed. ``status`` is python-gnupg's summary (or the
-    exception it raised), ``tail`` the last relevant lines gpg printed."""
+    exception it raised), ``statuses`` the keywords of gpg's ``[GNUPG:]``
+    status lines (what code may decide on), ``tail`` the failure statuses and
+    gpg's last messages (for people)."""
 
     exit_code = EX_UNAVAILABLE
 
-    def __init__(self, operation, status=None, tail=None, returncode=None):
+    def __init__(self, operation, status=None, tail=None, returncode=None, statuses=()):
         self.operation = operation
         self.status = status
         self.tail = tail or ""
         self.returncode = returncode
+        self.statuses = tuple(statuses)
         text = f"gpg {operation} failed"
         if status:
             text += f": {status}"
@@ -151,16 +166,46 @@ def _has_status(result, keyword):
 
 
 def _tail(result, lines=4):
-    """The lines of gpg's stderr that say why: failure statuses and its own messages."""
-    out = []
+    """The lines of gpg's stderr that say why: every failure status, then gpg's last messages
+    up to ``lines`` in all (GnuPG 2.4 prints more prose than 2.2; it never crowds out a status)."""
+    statuses, prose = [], []
     for line in (getattr(result, "stderr", "") or "").splitlines():
         line = line.strip()
         if line.startswith(_STATUS_PREFIX):
-            if line[len(_STATUS_PREFIX):].split(" ", 1)[0] in _FAILURE_KEYWORDS:
-                out.append(line[len(_STATUS_PREFIX):])
+            status = line[len(_STATUS_PREFIX):]
+            if status.split(" ", 1)[0] in _FAILURE_KEYWORDS and status not in statuses:
+                statuses.append(status)
         elif line.startswith("gpg:") and "WARNING: Using untrusted key" not in line:
-            out.append(line)
-    return "; ".join(out[-lines:])
+            prose.append(line)
+    room = max(lines - len(statuses), 0)
+    return "; ".join(statuses + (prose[-room:] if room else []))
+
+
+def _framing_problem(binary):
+    """Why ``binary`` is not PKESK/SKESK packets then one SEIPD v1 packet, or None."""
+    from .mime import packets  # the encrypt path imports mime anyway; the rest of seccam.gpg does not
+
+    try:
+        found = [(tag, body[:1]) for tag, body in packets(binary)]
+    except (ValueError, IndexError) as exc:
+        return f"unparseable output: {exc}"
+    names = {1: "PKESK", 3: "SKESK", 18: "SEIPD", 20: "AEAD (OCB) encrypted data"}
+    listing = ", ".join(f"{names.get(tag, 'tag')} {tag}" + (f" v{ver[0]}" if ver else "") for tag, ver in found)
+    esk = 0
+    while esk < len(found) and found[esk][0] in (1, 3):
+        esk += 1
+    if esk == 0 or [tag for tag, _ in found[esk:]] != [18] or found[esk][1] != b"\x01":
+        return (f"gpg wrote {listing or 'no packets'}; Delta Chat and chatmail relays accept only "
+                f"PKESK/SKESK then one SEIPD v1 (tag 18)")
+    return None
+
+
+def _dearmor(armored):
+    """The binary packets of an ASCII-armored message (gpg's armor; no checksum check)."""
+    lines = bytes(armored).replace(b"\r\n", b"\n").split(b"\n")
+    after_headers = lines[lines.index(b"") + 1:] if b"" in lines else []
+    body = [ln for ln in after_headers if ln and not ln.startswith((b"=", b"-----"))]
+    return base64.b64decode(b"".join(body))
 
 
 def _key_info(entry):
@@ -208,6 +253,7 @@ class Gpg:
             raise ConfigError("python-gnupg is not installed (Debian package python3-gnupg)") from None
         self.home = home
         self._gnupg = gnupg
+        _note_agent(home)
         try:
             self._gpg = gnupg.GPG(gnupghome=str(home))
         except (OSError, ValueError) as exc:
@@ -229,7 +275,8 @@ class Gpg:
     @staticmethod
     def _fail(operation, result, status=None):
         raise GpgError(operation, status or getattr(result, "status", None) or "no result",
-                       _tail(result), getattr(result, "returncode", None))
+                       _tail(result), getattr(result, "returncode", None),
+                       [line.split(" ", 1)[0] for line in _status_lines(result)])
 
     # -- listing --------------------------------------------------------------
     def list_keys(self, secret=False, fingerprints=None):
@@ -318,17 +365,16 @@ class Gpg:
         """List the keys in ``keydata`` WITHOUT importing them (KeyInfo list)."""
         if not keydata:
             raise GpgError("scan", "no key data")
-        if hasattr(self._gpg, "scan_keys_mem"):  # pragma: no cover - python-gnupg 0.5.x; Debian 12 ships 0.4.9
-            result = self._call("scan", self._gpg.scan_keys_mem, bytes(keydata))
-        else:
-            fd, name = tempfile.mkstemp(prefix="scan", dir=self.home)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(bytes(keydata))
-                result = self._call("scan", self._gpg.scan_keys, name)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
+        # scan_keys(file) exists in python-gnupg 0.4.9 and 0.5.x alike (scan_keys_mem only in 0.5.x):
+        # one code path for both releases.
+        fd, name = tempfile.mkstemp(prefix="scan", dir=self.home)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(keydata))
+            result = self._call("scan", self._gpg.scan_keys, name)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
         keys = [_key_info(entry) for entry in result]
         if not keys:
             self._fail("scan", result, "no OpenPGP key found in the data")
@@ -370,7 +416,11 @@ class Gpg:
         if not getattr(result, "ok", False) or not _has_status(result, "SIG_CREATED"):
             self._fail("encrypt", result, None if getattr(result, "status", None) != "encryption ok"
                        else "no signature was created")
-        return bytes(result.data)
+        data = bytes(result.data)
+        problem = _framing_problem(_dearmor(data) if armor else data)
+        if problem:
+            raise GpgError("encrypt", problem)
+        return data
 
     def decrypt_verify(self, data, max_output=None):
         """Decrypt and check the signature; return Decrypted(plaintext, signer).
@@ -391,9 +441,9 @@ class Gpg:
         if "BADSIG" in keywords:  # pragma: no cover - gpg 2.2 stops before DECRYPTION_OKAY on a bad
             # signature, so the check above refuses it (see tests/test_gpg.py)
             self._fail("decrypt", result, "bad signature")
-        # gpg still says DECRYPTION_OKAY when it stopped writing at --max-output.
-        if max_output and ("exceeded --max-output" in (getattr(result, "stderr", "") or "")
-                           or len(result.data or b"") >= int(max_output)):
+        # gpg still says DECRYPTION_OKAY when it stopped writing at --max-output (and says so only
+        # in prose, which differs between 2.2 and 2.4): a plaintext that reached the limit is refused.
+        if max_output and len(result.data or b"") >= int(max_output):
             self._fail("decrypt", result, f"plaintext larger than {int(max_output)} bytes")
         signer = signed_at = None
         if "GOODSIG" in keywords:
@@ -405,3 +455,92 @@ class Gpg:
                     signer = fields[-1]
                     signed_at = _sig_time(fields[2]) if len(fields) > 2 else None
         return Decrypted(bytes(result.data), signer, signed_at)
+
+
+# -- gpg-agent's lifetime ---------------------------------------------------------------------
+# gpg starts a gpg-agent by itself on the first operation that needs a secret key, and the
+# agent outlives it. A job leaves its agent (under systemd it ends with the job's unit; without
+# systemd the next alarm finds it warm: docs/performance.md, "gpg-agent"), but a command a
+# person types must not leave one behind. A command calls watch_agents() first: every home a Gpg is then made for
+# is probed once for a running agent, and stop_watched_agents() stops the agents that were
+# not running then. An agent that was (the service's) is never touched.
+AGENT_STOP_TIMEOUT_S = 5.0
+_watched = None     # {home: pid of the agent running when first seen, or None}; None: not watching
+
+
+def watch_agents():
+    """Start remembering which homes had an agent before this process used them."""
+    global _watched
+    if _watched is None:
+        _watched = {}
+
+
+def _note_agent(home):
+    if _watched is not None and str(home) not in _watched:
+        _watched[str(home)] = agent_pid(home)
+
+
+def agent_pid(home):
+    """The pid of the gpg-agent serving ``home``, or None when none runs (never starts one)."""
+    import subprocess
+    try:
+        out = subprocess.run(["gpg-connect-agent", "--homedir", str(home), "--no-autostart", "GETINFO pid", "/bye"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("event=agent_probe_failed home=%s error=%r", home, str(exc))
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "D" and fields[1].isdigit():
+            return int(fields[1])
+    return None
+
+
+def stop_agent(home, timeout_s=AGENT_STOP_TIMEOUT_S):
+    """Stop the gpg-agent of ``home``, if one runs, and wait until it is gone; return its pid.
+
+    SIGTERM, not ``gpgconf --kill``: on SIGTERM the agent first finishes the operations it
+    is serving (another process's signature goes through), while ``--kill`` breaks them.
+    """
+    import signal
+    import time
+    pid = agent_pid(home)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except PermissionError as exc:
+        log.warning("event=agent_not_stopped home=%s pid=%d error=%r", home, pid, exc.strerror)
+        return None
+    except ProcessLookupError:  # pragma: no cover - it exited between the probe and the signal
+        return pid
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            log.debug("event=agent_stopped home=%s pid=%d", home, pid)
+            return pid
+        time.sleep(0.01)
+    log.warning("event=agent_not_stopped home=%s pid=%d error='still serving after %g s'", home, pid, timeout_s)
+    return None
+
+
+def _running(pid):
+    """True while ``pid`` exists and is not a zombie (a container's init may be slow to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_watched_agents():
+    """Stop the agents this process started since watch_agents(); stop watching. Return their pids."""
+    global _watched
+    watched, _watched = _watched or {}, None
+    stopped = []
+    for home, before in watched.items():
+        now = agent_pid(home)
+        if now is not None and now != before:
+            if stop_agent(home) is not None:
+                stopped.append(now)
+    return stopped

@@ -4,6 +4,11 @@ Read-only: this module derives everything from the spool's directories and
 stamps (and, for the key store and the open invites, from the state dir) and
 writes nothing, so it is safe to run at any moment, as any user who can read
 the spool. It never reports an invite's secrets (invite number, auth secret).
+
+:func:`blockers` says what keeps alarms from being sent at all (no account,
+no camera key, a recipient without a usable key): ``seccam status`` shows
+it first. Each check is a function in :data:`BLOCKER_CHECKS`; a new one is
+appended there.
 """
 
 import calendar
@@ -163,6 +168,88 @@ def key_change_text(change):
     return f"{what} {change.get('address')} waits for you: {change.get('fingerprint')}, {where}."
 
 
+# -- what blocks alarms -------------------------------------------------------------------------
+class Facts:
+    """What the blocker checks share: the configuration, the spool, and one Gpg made on first use."""
+
+    def __init__(self, config, spool):
+        self.config = config
+        self.spool = spool
+        self._gpg = None
+
+    @property
+    def gpg(self):
+        if self._gpg is None:
+            from .gpg import Gpg, home_for
+            self._gpg = Gpg(home_for(self.config.state_dir))
+        return self._gpg
+
+
+def blocker(kind, message, fix):
+    """One thing that keeps alarms from being sent: ``kind`` (stable, for scripts), what is
+    wrong and what to do, each in words."""
+    return {"kind": kind, "message": message, "fix": fix}
+
+
+def _no_account(facts):
+    if facts.config.account is None:
+        return [blocker("no-account", f"no [account] in {facts.config.path}: the camera has no mail account to "
+                        "send from", "add [account] (docs/setup.md, docs/configuration.md)")]
+    return []
+
+
+def _no_recipients(facts):
+    from . import keys
+    if not keys.recipients(facts.config):
+        return [blocker("no-recipients", "nobody receives the alarms",
+                        "add [delivery] recipients = [\"you@example.org\"] to the configuration")]
+    return []
+
+
+def _no_camera_key(facts):
+    if facts.gpg.camera_key() is None:
+        return [blocker("no-camera-key", "the camera has no key: it cannot sign or encrypt",
+                        "sudo seccam keys init  (or put a backup back: sudo seccam keys restore FILE)")]
+    return []
+
+
+def _recipients_without_key(facts):
+    from . import keys
+    store = keys.open_store(facts.config, facts.gpg)
+    recipients = keys.recipients(facts.config)
+    missing = store.missing(recipients)
+    # seccam.encrypt holds every alarm when nobody has a key, else only the copies for those without one.
+    held = "every alarm is held until one of them has a key" if len(missing) == len(recipients) else \
+        "its alarms are held until it has one (the others get theirs)"
+    out = []
+    for address in missing:
+        record = store.record(address)
+        why = "its key is expired, revoked or not usable" if record and record.get("fingerprint") else \
+            "no key for it on the camera"
+        out.append(blocker("recipient-without-key", f"{address}: {why}; {held}",
+                           "sudo seccam invite (scan it in Delta Chat), or: sudo seccam keys import FILE"))
+    return out
+
+
+# (what it checks, check) in the order seccam status shows them; a check takes Facts and
+# returns a list of blocker() dicts.
+BLOCKER_CHECKS = [("the account", _no_account), ("the recipients", _no_recipients),
+                  ("the camera key", _no_camera_key), ("the recipients' keys", _recipients_without_key)]
+
+
+def blockers(config, spool):
+    """What keeps alarms from being sent, from every check in BLOCKER_CHECKS (a check that
+    fails says so as a blocker of its own: status must show what it can)."""
+    facts = Facts(config, spool)
+    out = []
+    for what, check in BLOCKER_CHECKS:
+        try:
+            out.extend(check(facts))
+        except Exception as exc:  # status must show what it can, whatever a check does
+            out.append(blocker("check-failed", f"cannot check {what}: {exc}", "see the error; then sudo seccam status"))
+    return out
+
+
 def armed_state(spool, now):
     """The armed state in force (seccam.armed), with the motion events recorded while disarmed."""
     from . import armed
@@ -174,7 +261,7 @@ def armed_state(spool, now):
     return info
 
 
-def snapshot(config, spool, now=None, with_keys=True):
+def snapshot(config, spool, now=None, with_keys=True, with_blockers=False):
     now = time.time() if now is None else now
     motion = last_motion(spool)
     cams = spool.read_state("cameras") or {}
@@ -199,6 +286,8 @@ def snapshot(config, spool, now=None, with_keys=True):
     if with_keys:
         snap["key_changes"] = key_problems(config)
         snap["invites"] = open_invites(config, now)
+    if with_blockers:
+        snap["blockers"] = blockers(config, spool)
     return snap
 
 

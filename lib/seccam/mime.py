@@ -246,7 +246,7 @@ def build_outer(env, autocrypt_value, armored, to=None):
 
 
 # -- OpenPGP framing --------------------------------------------------------------------
-def _packets(binary):
+def packets(binary):
     """Yield ``(tag, body)`` for each top-level packet, joining partial-length chunks."""
     i, n = 0, len(binary)
     while i < n:
@@ -306,13 +306,13 @@ def reframe(binary):
     Only the framing changes; each packet body is kept byte for byte.
     """
     out = bytearray()
-    for tag, body in _packets(binary):
+    for tag, body in packets(binary):
         out += _new_header(tag, len(body)) + body
     return bytes(out)
 
 
 def packet_tags(binary):
-    return [tag for tag, _ in _packets(binary)]
+    return [tag for tag, _ in packets(binary)]
 
 
 def _crc24_table():

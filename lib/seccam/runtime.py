@@ -107,23 +107,12 @@ def become_spool_owner(config):
     publish root-owned files that the service user cannot read, and they
     would end up in corrupt/. Like Postfix's postqueue, seccam does its spool
     work as the queue's owner. Does nothing unless root and the spool exists
-    and belongs to another user.
+    and belongs to another user (seccam.privilege, which also opens the files
+    a person names on the command line before this switch).
     """
-    if os.geteuid() != 0:  # pragma: no cover - the tests run as root (tests/run needs it)
-        return None
-    try:
-        owner = os.stat(config.spool_dir).st_uid
-    except OSError:
-        return None
-    if owner == 0:
-        return None
-    import pwd
-    entry = pwd.getpwuid(owner)
-    os.initgroups(entry.pw_name, entry.pw_gid)
-    os.setgid(entry.pw_gid)
-    os.setuid(owner)
-    os.environ["HOME"] = entry.pw_dir
-    return entry.pw_name
+    from . import privilege
+    entry = privilege.spool_owner(config)
+    return privilege.switch_to(entry) if entry is not None else None
 
 
 def job_main(prog, description, work, argv=None, add_arguments=None):

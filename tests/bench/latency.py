@@ -88,7 +88,9 @@ DOC = ROOT / "docs" / "performance.md"
 COMMAND = "/opt/seccam-test-venv/bin/python tests/bench/latency.py"
 RECIPIENT = "owner@seccam.test"
 POLL_S = 0.002
-RUN_TIMEOUT_S = 60
+# Only a guard against a hung run, never a measurement: generous enough for a Pi Zero or an
+# emulated arm64 machine (about 50x slower than this one).
+RUN_TIMEOUT_S = 900
 FSWEBCAM_OPTS = dict(device="raw:/dev/urandom", palette="YUYV", resolution="720x540", preview="320x240",
                      skip=5, quality=85, preview_quality=70)
 CAMERA_NAMES = ("cam1", "cam2", "cam3", "cam4")
@@ -194,7 +196,12 @@ def job_env(cam, extra=None):
 
 # -- running the real entry points ---------------------------------------------------------
 class Proc:
-    """One entry point started as in production (through its #! line), stderr lines time-stamped."""
+    """One entry point started as in production (through its #! line), stderr lines time-stamped.
+
+    Every Proc still running when the benchmark ends (finished, failed or stopped by SIGTERM or
+    SIGINT) is stopped by :func:`stop_all`: no poller or job outlives the benchmark."""
+
+    running = set()
 
     def __init__(self, label, argv, env):
         self.label = label
@@ -203,6 +210,7 @@ class Proc:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env, cwd="/")
         self.ended = None
+        Proc.running.add(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -213,7 +221,24 @@ class Proc:
     def poll(self):
         if self.ended is None and self.proc.poll() is not None:
             self.ended = time.monotonic()
+            Proc.running.discard(self)
         return self.ended is not None
+
+    @classmethod
+    def stop_all(cls, grace_s=10):
+        """SIGTERM every entry point still running, SIGKILL what has not exited after ``grace_s``."""
+        procs = [p for p in list(cls.running) if p.proc.poll() is None]
+        for p in procs:
+            p.proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            try:
+                p.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"latency: {p.label} (pid {p.proc.pid}) ignored SIGTERM; killed", file=sys.stderr)
+                p.proc.kill()
+                p.proc.wait()
+        cls.running.clear()
 
     def finish(self, timeout_s=RUN_TIMEOUT_S):
         try:
@@ -661,6 +686,12 @@ def main(argv=None):
     rng = random.Random(args.seed)
     cams = {}
     workdir = sendkit.short_dir("scb")
+
+    def stopped(signum, frame):
+        raise SystemExit(f"latency: stopped by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # SIGINT raises KeyboardInterrupt already
+        signal.signal(signum, stopped)  # run the clean-up below, then exit
     try:
         with Sink() as sink:
             for n in counts:
@@ -690,6 +721,7 @@ def main(argv=None):
                     variants[(kind, n)].append(sample)
                 print(f"latency: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
     finally:
+        Proc.stop_all()
         for cam in cams.values():
             cam.close()
         shutil.rmtree(workdir, ignore_errors=True)

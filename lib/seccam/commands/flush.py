@@ -1,6 +1,7 @@
 """``seccam flush``: send everything queued now, ignoring backoff (like ``postqueue -f``)."""
 
 HELP = "send every queued message now, ignoring the retry backoff"
+USES_GPG = True
 
 _COUNTED = ("outbox.new", "outbox.deferred", "outbox.failed")
 

@@ -26,6 +26,7 @@ import sys
 import time
 
 HELP = "invite a Delta Chat user: print a QR code / link to scan (list, show, revoke invites)"
+USES_GPG = True
 
 DEFAULT_WAIT_S = 300
 POLL_INTERVAL_S = 1.0
@@ -70,6 +71,13 @@ def add_arguments(parser):
     _common(p)
 
 
+def open_files(args, config, files):
+    """--png FILE is created with the invoking user's rights (seccam.privilege), 0600: the
+    picture holds the invite's secrets."""
+    if getattr(args, "png", None):
+        args.png_file = files.create(args.png, 0o600)
+
+
 def run(args, config):
     command = getattr(args, "invite_command", None)
     handler = {None: _create, "list": _list, "show": _show, "revoke": _revoke}[command]
@@ -83,7 +91,8 @@ def _store(config):
 
 # -- QR code -------------------------------------------------------------------------
 def render_qr(link, png=None, terminal=True, out=None):
-    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG."""
+    """Print the QR code of ``link`` (qrencode, UTF-8 blocks) and/or write it as a PNG
+    (``png``: a path, or a file opened for writing in binary mode)."""
     from ..errors import DataError
     out = out or sys.stdout
     qrencode = shutil.which("qrencode")
@@ -103,8 +112,12 @@ def render_qr(link, png=None, terminal=True, out=None):
         done = subprocess.run([qrencode, "-t", "PNG", "-s", "8", "-m", "4", "-o", "-", link],
                               capture_output=True, timeout=30)
         if done.returncode != 0:
-            raise DataError(f"qrencode could not make {png}: {done.stderr.decode(errors='replace').strip()[:200]}")
-        _write_private(png, done.stdout)
+            name = png.name if hasattr(png, "write") else png
+            raise DataError(f"qrencode could not make {name}: {done.stderr.decode(errors='replace').strip()[:200]}")
+        if hasattr(png, "write"):
+            png.write(done.stdout)  # opened (0600, the person's) by open_files before the switch
+        else:
+            _write_private(png, done.stdout)
 
 
 def _write_private(path, data):
@@ -128,7 +141,8 @@ def _present(record, args):
     if not args.no_qr:
         render_qr(url, png=None)
     if args.png:
-        render_qr(url, png=args.png, terminal=False)
+        with args.png_file:
+            render_qr(url, png=args.png_file, terminal=False)
     print(url)
     print(f"In Delta Chat: \"Scan QR code\" (or open the link on the phone). Invite {record['id']}: "
           f"{_uses_text(record)}, valid until {record['expires']}.")

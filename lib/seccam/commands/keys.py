@@ -6,6 +6,10 @@ recipient's key from an .eml with an Autocrypt header, a vCard or a key file),
 ``accept ADDRESS FINGERPRINT`` (adopt a pending key change) and ``list``.
 Key logic lives in seccam.gpg and seccam.keys; this module only reads files,
 talks to the person and picks exit codes.
+
+Under ``sudo``, FILE is read (and ``--output FILE`` created, mode 0600,
+owned by the person who ran sudo) before the command switches to the
+service user: see seccam.privilege.
 """
 
 import argparse
@@ -14,6 +18,7 @@ import sys
 import time
 
 HELP = "manage the camera key and the recipients' keys (init, export-secret, restore, import, accept, list)"
+USES_GPG = True
 
 
 def _common(parser):
@@ -49,6 +54,14 @@ def add_arguments(parser):
     _common(p)
 
 
+def open_files(args, config, files):
+    """Read FILE / create --output FILE with the invoking user's rights (before the switch)."""
+    if args.keys_command in ("import", "restore"):
+        args.data = files.read(args.file, what="key file")
+    elif args.keys_command == "export-secret" and args.output:
+        args.output_file = files.create(args.output, 0o600)
+
+
 def run(args, config):
     handler = {"init": _init, "export-secret": _export_secret, "restore": _restore, "import": _import,
                "accept": _accept, "list": _list}[args.keys_command]
@@ -58,18 +71,6 @@ def run(args, config):
 def _gpg(config):
     from ..gpg import Gpg, home_for
     return Gpg(home_for(config.state_dir))
-
-
-def _read(path):
-    from ..errors import DataError
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(4 * 1024 * 1024 + 1)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > 4 * 1024 * 1024:
-        raise DataError(f"{path}: larger than 4 MiB; not a key file")
-    return data
 
 
 # -- the camera key -------------------------------------------------------------
@@ -99,28 +100,24 @@ def _need_camera_key(gpg):
     return fpr
 
 
-def _write_private(path, data):
+def _write_to(fh, data):
     from .. import durable
-    from ..errors import DataError
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise DataError(f"{path} exists; choose another name (a backup is never overwritten)") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot create: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode is reduced by the umask, never widened: make it exact
-        durable.write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with fh:
+        durable.write_all(fh.fileno(), data)
+        os.fsync(fh.fileno())
+
+
+def _write_private(path, data):
+    """A new file ``path``, mode 0600, for the service user (the previous key's backup)."""
+    from ..privilege import CommandFiles
+    _write_to(CommandFiles(owner=(os.geteuid(), os.getegid())).create(path, 0o600), data)
 
 
 def _export_secret(args, config):
     gpg = _gpg(config)
     data = gpg.export_secret(_need_camera_key(gpg))
     if args.output:
-        _write_private(args.output, data)
+        _write_to(args.output_file, data)
         print(f"camera secret key written to {args.output} (keep it offline; anyone with it can read alarms)")
     else:
         sys.stdout.buffer.write(data)
@@ -132,7 +129,7 @@ def _restore(args, config):
     from ..errors import DataError, PermanentError
     from ..gpg import GpgError
     gpg = _gpg(config)
-    data = _read(args.file)
+    data = args.data
     try:
         keys = gpg.scan(data)
     except GpgError as exc:
@@ -216,7 +213,7 @@ def _import(args, config):
     from .. import keys
     from ..errors import DataError
 
-    data = _read(args.file)
+    data = args.data
     store = keys.open_store(config)
     for address, keydata, source in _candidates(args, data):
         info = store.check_key(keydata)

@@ -1,6 +1,12 @@
-"""``seccam status``: what a person inspecting the spool wants to know."""
+"""``seccam status``: what a person inspecting the spool wants to know.
 
-HELP = "show queues, last motion and capture, camera and poller health, outage, open invites, free disk"
+It leads with what keeps alarms from being sent at all (seccam.health.blockers:
+no account, no camera key, a recipient without a usable key), then the rest.
+``--json`` has the same under ``"blockers"`` (``[]`` when alarms can be sent).
+"""
+
+HELP = "what blocks alarms, then queues, last motion and capture, cameras, poller, outage, invites, free disk"
+USES_GPG = True
 
 _LABELS = {
     "events.new": "motion events waiting for capture",
@@ -75,8 +81,21 @@ def _invite_lines(invites):
     return lines
 
 
+def _blocker_lines(blockers):
+    if blockers is None:
+        return []
+    if not blockers:
+        return ["ready       alarms can be sent: account, camera key and a usable key for every recipient"]
+    lines = [f"BLOCKED     no alarm can be sent until {'this is' if len(blockers) == 1 else 'these are'} fixed:"]
+    for b in blockers:
+        lines.append(f"  - {b['message']}")
+        lines.append(f"      fix: {b['fix']}")
+    return lines
+
+
 def render(snap):
-    out = [f"spool {snap['spool']}"]
+    out = _blocker_lines(snap.get("blockers"))
+    out.append(f"spool {snap['spool']}")
     out.extend(_outage_lines(snap.get("outage")))
     out.extend(_armed_lines(snap["armed"]))
     p = snap["poller"]
@@ -132,6 +151,6 @@ def run(args, config):
     from ..health import snapshot
     from ..spool import Spool
 
-    snap = snapshot(config, Spool(config.spool_dir))
+    snap = snapshot(config, Spool(config.spool_dir), with_blockers=True)
     print(json.dumps(snap, indent=1, sort_keys=True) if args.json else render(snap))
     return 0
