@@ -40,7 +40,7 @@ def test_snap_bench_quick_writes_its_tables_between_its_markers(short_tmp):
                                        "baseline: the request written straight into the spool"]
     assert all(r[1] == "1" and all(re.fullmatch(NUMBER, c) for c in r[2:]) for r in latency)
     steps = _rows(text, "Where the time goes")
-    assert len(steps) == 5 and all(re.fullmatch(NUMBER, r[1]) for r in steps)
+    assert len(steps) == 6 and all(re.fullmatch(NUMBER, r[1]) for r in steps)
     cost = _rows(text, "The inbox job's cost")
     assert len(cost) == 3 and all(re.fullmatch(NUMBER, c) for r in cost for c in r[2:])
     assert re.search(r"Target \(issue 13\): .*: (met|\*\*not met\*\*)", text)
