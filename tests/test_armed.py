@@ -270,3 +270,17 @@ def test_times_for_people():
     assert armed.clock(now) == time.strftime("%H:%M", time.localtime(now))
     assert armed.clock(now + 3 * 86400) == time.strftime("%a %H:%M", time.localtime(now + 3 * 86400))
     assert armed.clock(now + 30 * 86400) == time.strftime("%Y-%m-%d %H:%M", time.localtime(now + 30 * 86400))
+
+
+def test_the_end_of_a_disarm_is_recorded_and_announced_once(spool):
+    now = time.time()
+    armed.change(spool, False, OWNER, "chat", until=now + 60, now=now)
+    assert armed.expire(spool, now + 30) is False  # not yet
+    assert armed.expire(spool, now + 90) is True
+    state = armed.read(spool)
+    assert state.armed and state.via == "timer" and state.by == OWNER and state.changed == now + 60
+    assert state.text().startswith("Armed (since ") and f"when the disarm by {OWNER} ended" in state.text()
+    assert announcements(spool)[-1].startswith(f"Armed again: the disarm by {OWNER} ended at ")
+    assert armed.expire(spool, now + 120) is False and len(announcements(spool)) == 2
+    armed.change(spool, False, OWNER, "chat", now=now + 130)  # until armed: never runs out
+    assert armed.expire(spool, now + 10 ** 6) is False

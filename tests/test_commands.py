@@ -59,6 +59,16 @@ def test_disarm_reads_a_duration_a_time_or_nothing(cam, words, hours):
         assert abs(state.until - time.time() - hours * 3600) < 60
 
 
+def test_the_inbox_announces_when_a_disarm_ran_out(cam):
+    armed.change(cam.spool, False, OWNER, "chat", until=time.time() - 5)
+    cam.poll()
+    sent = cam.sent(cam.owner)
+    assert [s.subject for s in sent] == ["Disarmed", "Armed"]
+    assert sent[1].text.startswith(f"Armed again: the disarm by {OWNER} ended at ")
+    cam.poll()
+    assert cam.sent(cam.owner) == []
+
+
 def test_a_command_that_changes_nothing_gets_a_short_answer_and_no_announcement(cam):
     cam.command(cam.owner, "/arm")
     result = cam.poll()

@@ -14,8 +14,10 @@ This module owns ``state/armed.json`` in the spool::
 
 No file means armed: a fresh camera is armed. A disarm whose ``until`` has
 passed counts as armed at once, without anybody rewriting the file: no job has
-to run at that instant, and the announcement of the disarm already said when
-it ends.
+to run at that instant (the capture job asks :func:`is_armed`). The inbox job,
+which runs every minute, then records and announces the end of the disarm
+(:func:`expire`, ``via: "timer"``), so the chat reads "Armed again" within a
+minute.
 
 One owner per transition: :func:`change` (the inbox job for a chat command,
 ``seccam arm``/``disarm`` from the shell or the crontab) runs under the spool
@@ -79,6 +81,8 @@ class State:
         if self.armed:
             if self.expired:
                 return f"Armed (the disarm by {self.by} ended at {clock(self.until)})."
+            if self.via == "timer":
+                return f"Armed (since {clock(self.changed)}, when the disarm by {self.by} ended)."
             if self.by:
                 return f"Armed (since {clock(self.changed)}, by {self.by})."
             return "Armed."
@@ -222,6 +226,25 @@ def change(spool, armed, by, via, until=None, now=None):
     return new, True
 
 
+def expire(spool, now=None):
+    """Record and announce that a disarm ran out (the state in force is armed already); True if it did."""
+    from .spool import unique_name
+    now = time.time() if now is None else now
+    state = read(spool)
+    if state.armed or state.until is None or state.until > now:
+        return False  # the common case: no lock, one small read
+    with spool.lock(LOCK, timeout_s=LOCK_TIMEOUT_S):
+        state = read(spool)
+        if state.armed or state.until is None or state.until > now:  # pragma: no cover - a change came first
+            return False
+        new = State(armed=True, by=state.by, via="timer", changed=state.until, id=unique_name(now_ns=int(now * 1e9)),
+                    announced=False)
+        _write(spool, new)
+        log.info("event=armed by=%r via=timer reason=disarm-ended id=%s", state.by, new.id)
+        _announce(spool, new, now)
+    return True
+
+
 def announce_pending(spool, now=None):
     """Publish the announcement of the last change if a killed run left it unpublished."""
     now = time.time() if now is None else now
@@ -253,6 +276,8 @@ def _announce(spool, state, now):
 
 def announcement(state):
     """What the whole chat reads when the armed state changes."""
+    if state.armed and state.via == "timer":
+        return f"Armed again: the disarm by {state.by} ended at {clock(state.changed)}. Motion alarms are on."
     if state.armed:
         return f"Armed by {state.by}: motion alarms are on."
     return (f"Disarmed by {state.by} {until_text(state.until)}: motion is recorded, but no pictures are taken "

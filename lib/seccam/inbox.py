@@ -444,6 +444,8 @@ def _pass(session, box):
                                for p in session.spool.items("sets.ready"))
     if armed.announce_pending(session.spool, session.now()):  # a change a killed run did not announce
         session.send_now = True
+    if armed.expire(session.spool, session.now()):  # a disarm ran out: "Armed again" in the chat
+        session.send_now = True
     listed = box.list()
     for uid, size in listed[:MAX_PER_RUN]:
         if not _one(session, box, uid, size):
