@@ -834,8 +834,8 @@ account_configured() {
 
 ensure_camera_key() {
   if [[ -n "${ROOT}" ]]; then
-    SKIPPED+=("camera key: not generated in a staging root (run seccam keys init on the device)")
-    NEXT_STEPS+=("on the device: edit ${CONFIG}, then: sudo seccam keys init")
+    SKIPPED+=("camera key: not generated in a staging root (seccam setup makes it on the device)")
+    NEXT_STEPS+=("on the device: sudo seccam setup   (mail account, camera key, Delta Chat QR code, test alarm)")
     return 0
   fi
   if camera_key_exists; then
@@ -845,13 +845,13 @@ ensure_camera_key() {
     # shcov: skip-end
   fi
   if ! account_configured; then
-    NEXT_STEPS+=("put the camera's mail account into ${CONFIG} ([account], [delivery]; docs/setup.md)")
-    NEXT_STEPS+=("generate the camera key once: sudo seccam keys init")
+    NEXT_STEPS+=("sudo seccam setup   (the camera's mail account and key, a QR code to scan in Delta Chat, a test alarm)")
     return 0
   fi
   # shcov: skip-begin - as above: needs the real /etc/seccam/seccam.toml with an [account]
   if try_run runuser -u "${SERVICE_USER}" -- "${PREFIX}/bin/seccam" keys init; then
     CHANGES=$((CHANGES + 1))
+    NEXT_STEPS+=("connect your Delta Chat and get a test alarm: sudo seccam setup")
     NEXT_STEPS+=("back up the camera key: sudo seccam keys export-secret --output FILE")
   else
     warn "the camera key was not generated (see the error above); fix ${CONFIG}, then run:"
@@ -1077,7 +1077,7 @@ summary() {
       say "  ${n}. ${line}"
       n=$((n + 1))
     done
-    say "  then: sudo seccam status   (and a test alarm: sudo seccam trigger)"
+    say "  then: sudo seccam status   (another test alarm: sudo seccam trigger)"
   fi
 }
 

@@ -118,6 +118,32 @@ def test_bench_refuses_a_file_without_markers_before_measuring(short_tmp):
     assert doc.read_text() == "no markers\n"
 
 
+def test_alarm_quick_gives_the_pi_like_tables(short_tmp):
+    """tests/bench/alarm.py --quick: the PIR pair through the real poller, one USB webcam stand-in, the
+    floor, and the breakdown; it writes nothing."""
+    proc = _run_bench("alarm", "--quick")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    [row] = [line for line in out.splitlines() if line.startswith("| USB webcam 640x480 | 1 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all(re.fullmatch(NUMBER, c) for c in cells[2:]), row
+    for milestone in ("event written by the poller", "cameras started", "first preview accepted"):
+        assert f"| {milestone} |" in out
+    assert re.search(r"\| `jobs/capture` \| " + NUMBER + r" \| " + NUMBER + r" \|", out)
+    assert "- On this x86 test machine: USB webcam 640x480: " in out
+
+
+def test_idle_measures_the_poller_beside_its_floor_and_the_poller_has_one_thread(short_tmp):
+    proc = _run_bench("idle", "--seconds", "1", "--no-write")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.count("|") == 11 and line.split("|")[2].strip()
+            in ("poller", "floor")}
+    assert set(rows) == {"poller", "floor"}
+    assert rows["poller"][8] == "1"  # threads: no sampling thread, no hold thread
+    assert all(re.fullmatch(NUMBER, rows[name][9]) for name in rows)  # VmRSS
+
+
 def test_a_stopped_benchmark_leaves_no_poller_or_job_running(short_tmp):
     """SIGTERM to the benchmark while its poller runs: the benchmark stops every entry point it
     started (the poller exits on SIGTERM) and no process of it is left in its group."""

@@ -1,5 +1,6 @@
 """Capturing with the real fswebcam: validation, parallelism, timeouts, failures reported by camera."""
 
+import datetime
 import os
 import shutil
 import time
@@ -106,7 +107,9 @@ def test_fswebcam_command_line():
     [cam] = cams('[[camera]]\nname = "a"\ndevice = "v4l2:/dev/video1"\nresolution = "1920x1080"\nskip = 10\n'
                  'palette = "MJPEG"\nquality = 90\n')
     cmd = camera.fswebcam_command(cam, "F.jpg", "P.jpg")
-    assert cmd[:3] == ["fswebcam", "--quiet", "--no-banner"]
+    # The banner: the camera's name and fswebcam's own time, with the zone; nothing of fswebcam's own text.
+    assert cmd[:9] == ["fswebcam", "--quiet", "--title", "a", "--no-subtitle", "--no-info",
+                       "--timestamp", "%Y-%m-%d %H:%M:%S %Z", "--device"]
     assert cmd[cmd.index("--device") + 1] == "v4l2:/dev/video1" and cmd[cmd.index("--palette") + 1] == "MJPEG"
     assert cmd.index("F.jpg") < cmd.index("--scale") < cmd.index("P.jpg")
     assert cmd[cmd.index("--skip") + 1] == "10" and cmd[cmd.index("--resolution") + 1] == "1920x1080"
@@ -151,6 +154,32 @@ def test_fswebcam_exiting_with_an_error_fails_the_capture_even_with_a_valid_imag
 def test_a_missing_preview_fails_the_capture_and_says_it_was_the_preview(tmp_path):
     full = _jpeg(tmp_path / "a.jpg")
     assert camera._check_fswebcam(0, b"", full, tmp_path / "a.preview.jpg") == "preview: no image written"
+
+
+def test_pictures_carry_the_camera_title_and_the_time_and_meta_says_when(tmp_path):
+    """Evidence: the banner is drawn (the picture differs from a plain one only in its bottom rows), and
+    meta.json's capture time is fswebcam's banner time: when it started the capture."""
+    plain_cam, titled_cam = cams('[[camera]]\nname = "a"\ndevice = "test"\nresolution = "320x240"\n'
+                                 'stamp = false\n[[camera]]\nname = "b"\ndevice = "test"\nresolution = "320x240"\n'
+                                 'title = "Front door 50%"\n')
+    before = time.time()
+    plain, titled = camera.capture_all([plain_cam, titled_cam], tmp_path)
+    assert plain.ok and titled.ok
+    assert camera.jpeg_size(titled.full) == camera.jpeg_size(plain.full) == (320, 240)
+    assert titled.full.read_bytes() != plain.full.read_bytes()
+    cmd = camera.fswebcam_command(titled_cam, "F", "P")
+    assert cmd[cmd.index("--title") + 1] == "Front door 50%%"  # fswebcam runs the title through strftime
+    assert before <= titled.taken <= time.time()
+    assert titled.as_meta()["captured"] == datetime.datetime.fromtimestamp(
+        titled.taken, datetime.timezone.utc).isoformat()
+
+
+def test_jpeg_size_reads_the_frame_header_after_other_segments(tmp_path):
+    [r] = camera.capture_all(cams('[[camera]]\nname = "a"\ndevice = "test"\nresolution = "320x240"\n'), tmp_path)
+    assert camera.jpeg_size(r.full) == (320, 240)
+    assert camera.jpeg_size(tmp_path / "missing.jpg") is None
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\x00\x00")
+    assert camera.jpeg_size(tmp_path / "junk.jpg") is None
 
 
 # -- every failure names its cause -----------------------------------------------------------------

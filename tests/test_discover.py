@@ -211,3 +211,32 @@ def test_a_by_id_entry_that_is_not_a_link_is_ignored_and_by_path_is_explained(tm
     found = discover.detect(root=root, run=fixture_runner())
     assert found.usb[0].device.startswith("/dev/v4l/by-path/")
     assert "The by-path name stays with this USB port across reboots" in discover.render(found)
+
+
+def test_detect_without_access_to_the_camera_devices_says_so_instead_of_no_module(short_tmp, run):
+    """rpicam-still --list-cameras prints "No cameras available!" and exits 0 also when libcamera could not
+    open /dev/dma_heap: --detect must not send the owner to check a ribbon cable that is fine."""
+    env = {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}", "RPICAM_STANDIN_MODE": "noaccess"}
+    res = run("bin/seccam", "cameras", "--detect", config=short_tmp / "missing.toml", env=env)
+    assert res.returncode == 69 and res.stdout == ""
+    note, error = res.stderr.strip().splitlines()
+    assert note.startswith("seccam cameras: note: no access to the camera devices:")
+    assert "Could not open any dma-buf provider" in note and "group video" in note
+    assert error.startswith("seccam: error: no cameras found, but the camera devices could not be opened")
+
+
+@pytest.mark.parametrize("line", [
+    "[0:00:01.2] [42] ERROR DmaHeap dma_heaps.cpp:53 Could not open any dmaHeap device",
+    "[0:00:01.2] [42] ERROR V4L2 v4l2_device.cpp:90 'imx219 10-0010': Failed to open: Permission denied",
+])
+def test_older_libcamera_and_device_node_errors_count_as_no_access(line):
+    def fake(argv, timeout):
+        return subprocess.CompletedProcess(argv, 0, "No cameras available!\n", line + "\n")
+    modules, notes = discover.camera_modules(fake)
+    assert modules == [] and notes[0].startswith("no access to the camera devices") and line[-40:] in notes[0]
+
+
+def test_an_empty_listing_without_errors_is_no_module_and_no_note():
+    def fake(argv, timeout):
+        return subprocess.CompletedProcess(argv, 0, "No cameras available!\n", "")
+    assert discover.camera_modules(fake) == ([], [])

@@ -6,6 +6,7 @@ import email.policy
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -201,7 +202,9 @@ def test_welcome_after_a_join_is_one_full_image_per_camera_opening_with_connecte
     assert lines[0].startswith("Connected ") and lines[0].endswith(": seccam will send its alarms and heartbeats here.")
     assert "Heartbeat" not in text_of(first)
     assert "owner@seccam.test joined by invite" in text_of(first) and "Cameras: front ok, yard ok." in text_of(first)
-    assert text_of(second).splitlines()[1:] == ["Camera yard"]  # the health text once, in the first
+    # The health text once, in the first; the picture's time (meta.json "captured") in every one.
+    [line] = text_of(second).splitlines()[1:]
+    assert re.fullmatch(r"Camera yard, picture taken \d\d:\d\d:\d\d \S+", line)
     assert (first["Subject"], second["Subject"]) == ("Connected: front", "Connected: yard")
     assert image_of(first)[:3] == b"\xff\xd8\xff" and signer == cam.fingerprint
     # jobs/send ranks it after alarms and before heartbeats; the spool budget prunes it with the alarms, last.
@@ -599,6 +602,29 @@ def test_alarm_text_names_each_sensor_and_skips_what_it_cannot_read(short_tmp):
     (item,) = encrypt.plan(meta, short_tmp)
     lines = item.text.splitlines()
     assert lines[2:] == ["Motion sensors: GPIO 17 at ?", "Button", "Test alarm (seccam trigger)"]
+
+
+def test_each_picture_message_says_when_the_picture_was_taken_not_when_the_set_was_made(short_tmp, monkeypatch):
+    """Early capture: the frames come before the confirmation; the text gives the frame's time."""
+    import datetime
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    import time
+    time.tzset()
+    try:
+        meta = {**GOOD_META, "_created": datetime.datetime(2026, 11, 25, 19, 11, 5, tzinfo=datetime.timezone.utc),
+                "cameras": [{"name": "front", "ok": True, "full": "front.jpg", "preview": "front.preview.jpg",
+                             "captured": "2026-11-25T19:11:01.250000+00:00"},
+                            {"name": "yard", "ok": True, "full": "yard.jpg", "preview": "yard.preview.jpg"}]}
+        for name in ("front.jpg", "front.preview.jpg", "yard.jpg", "yard.preview.jpg"):
+            (short_tmp / name).write_bytes(b"x")
+        planned = encrypt.plan(meta, short_tmp)
+        texts = {(p.camera, p.kind): p.text for p in planned}
+        assert "Camera front, picture taken 20:11:01 CET (preview; full size follows)" in texts["front", "preview"]
+        assert texts["front", "full"].endswith("20:11:05 CET, picture taken 20:11:01 CET")
+        assert "Camera yard (preview; full size follows)" in texts["yard", "preview"]  # no time known: none given
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_a_camera_whose_image_is_missing_from_the_set_is_reported_as_failed(short_tmp):

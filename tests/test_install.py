@@ -178,7 +178,7 @@ def test_root_install_says_what_it_skipped_and_the_next_step(root):
     result = ok(install(root))
     for what in ("packages", "user seccam", "services", "camera key", "demo"):
         assert f"skipped: {what}" in result.stdout
-    assert "seccam keys init" in result.stdout
+    assert "on the device: sudo seccam setup" in result.stdout
 
 
 def _exec_programs(unit_dir):

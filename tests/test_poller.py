@@ -37,7 +37,9 @@ def write_config(tmp_path, **sensors):
     return path
 
 
-FAST = {"warmup_s": 0, "coincidence_s": 2, "cooldown_s": 30, "liveness_s": 1, "sample_rate": 100}
+# Early capture off: these tests count motion events and their writes; early events have tests of their own.
+FAST = {"warmup_s": 0, "coincidence_s": 2, "cooldown_s": 30, "liveness_s": 1, "sample_rate": 100,
+        "early_capture": False}
 
 
 def wait_for(predicate, timeout=TIMEOUT, what="condition"):
@@ -461,3 +463,23 @@ def test_process_exits_78_on_bad_config(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 78
     assert result.stderr.startswith("seccam-poller: error: ") and "sensors.pir_pins[0]" in result.stderr
+
+
+def test_the_devices_start_no_thread_and_the_poller_sleeps_until_the_next_stamp(tmp_path, mock_factory):
+    """Interrupt-driven: edge callbacks, no sampling thread (MotionSensor), no hold thread (Button); at
+    rest the one wait lasts until the next liveness stamp."""
+    cfg = seccam_config.load(write_config(tmp_path, **{**FAST, "liveness_s": 45, "button_pin": 22,
+                                                         "led_pins": (23, 24)}))
+    before = set(threading.enumerate())
+    poller = Poller(cfg, pin_factory=mock_factory)
+    poller.detector = poller._build(cfg.sensors)
+    try:
+        assert set(threading.enumerate()) == before
+        poller._schedule()
+        poller.step()  # warm-up (0 s) ends
+        assert poller._timeout() == pytest.approx(45, abs=0.5)
+        mock_factory.pin(22).drive_low()  # the button: its callback runs in the driving thread, at once
+        assert [e.source for e in poller.detector.poll()] == ["button"]
+        assert set(threading.enumerate()) == before
+    finally:
+        poller.detector.close()

@@ -46,11 +46,14 @@ def standin(monkeypatch, tmp_path):
     return calls
 
 
-def test_rpicam_command_line_is_exactly_as_documented():
+def test_rpicam_command_line_is_exactly_as_documented(monkeypatch):
+    monkeypatch.setattr(camera, "_utc_offset", lambda: "+01:00")
     [cam] = cams('[[camera]]\nname = "yard"\nindex = 1\nresolution = "1640x1232"\nquality = 90\nwarmup_ms = 600\n')
     assert camera.rpicam_command(cam, Path("/spool/tmp/x.set/yard.jpg"), Path("/spool/tmp/x.set/yard.preview.jpg")) \
         == ["rpicam-still", "--nopreview", "--camera", "1", "--timeout", "600", "--width", "1640",
-            "--height", "1232", "--quality", "90", "--encoding", "jpg", "--output", "yard.jpg"]
+            "--height", "1232", "--quality", "90", "--encoding", "jpg", "--thumb", "none",
+            "--autofocus-mode", "continuous", "--exif", "IFD0.ImageDescription=yard",
+            "--exif", "EXIF.OffsetTimeOriginal=+01:00", "--output", "yard.jpg"]
 
 
 def test_default_warmup_is_750_ms():
@@ -215,3 +218,164 @@ def test_preview_scaling_that_hangs_times_out(tmp_path):
     os.mkfifo(fifo)  # fswebcam's file: source waits for a writer that never comes
     assert camera._scale_preview(cam, fifo, tmp_path / "night.preview.jpg", 0.5) == "scaling timed out after 0.5 s"
     assert not (tmp_path / "night.preview.jpg").exists()
+
+
+# -- the whole scene, focus, ZSL, evidence (issue 12) ------------------------------------------
+
+PI4 = Path(__file__).resolve().parent / "fixtures" / "pi4"
+
+
+def test_a_module_without_resolution_gets_its_whole_field_of_view_from_sysfs(monkeypatch):
+    """1280x720 (the old default) makes rpicam-still pick a cropped mode; the 2x2-binned size does not."""
+    monkeypatch.setattr(camera, "SYSFS_V4L", str(PI4 / "sys" / "class" / "video4linux"))
+    [cam] = cams('[[camera]]\nname = "m"\nindex = 0\n')
+    assert cam.resolution is None and cam.preview_resolution is None
+    cmd = camera.rpicam_command(cam, Path("m.jpg"), Path("m.preview.jpg"))
+    assert cmd[cmd.index("--width") + 1:cmd.index("--width") + 4] == ["1640", "--height", "1232"]  # imx219 / 2
+
+
+def test_module_size_knows_the_sensors_and_gives_up_when_it_cannot_tell(tmp_path):
+    def tree(*names):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for i, name in enumerate(names):
+            (root / f"v4l-subdev{i}").mkdir(parents=True)
+            (root / f"v4l-subdev{i}" / "name").write_text(name + "\n")
+        (root / "video0").mkdir(parents=True)  # not a sub-device
+        return root
+
+    assert camera.module_size(0, tree("imx708 10-001a")) == (2304, 1296)  # Camera Module 3: 16:9, whole width
+    assert camera.module_size(1, tree("imx477 10-001a", "imx477 11-001a")) == (2028, 1520)  # two HQ cameras
+    assert camera.module_size(0, tree("imx219 10-0010", "imx708 11-001a")) is None  # which is index 0?
+    assert camera.module_size(0, tree("ov7251 10-0060")) is None  # unknown sensor
+    assert camera.module_size(0, tmp_path / "missing") is None
+    assert camera.module_size(0, tree("")) is None  # an empty name
+
+
+def test_without_a_known_size_rpicam_still_takes_the_full_sensor_and_the_preview_keeps_its_aspect(
+        tmp_path, standin, monkeypatch):
+    monkeypatch.setattr(camera, "SYSFS_V4L", str(tmp_path / "no-sysfs"))
+    [night] = camera.capture_all(cams('[[camera]]\nname = "night"\nindex = 0\nwarmup_ms = 10\n'), tmp_path)
+    assert night.ok, night.error
+    [argv] = standin()
+    assert "--width" not in argv and "--height" not in argv
+    assert jpeg_size(night.full) == (3280, 2464)  # the stand-in's sensor, as libcamera's default still size
+    assert jpeg_size(night.preview) == (320, 240)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('resolution = "1641x1232"', "camera[0].resolution: a camera module needs an even width and height"),
+    ('resolution = "1640x1231"', "camera[0].resolution: a camera module needs an even width and height"),
+    ('focus = "sharp"', 'camera[0].focus: expected "continuous", "hyperfocal" or a distance in dioptres'),
+    ("focus = 40", "camera[0].focus: must be at most 32"),
+    ("stamp = 1", "camera[0].stamp: expected true or false"),
+    ('title = "' + "x" * 65 + '"', "camera[0].title: expected at most 64 printable characters"),
+])
+def test_odd_sizes_and_bad_settings_are_refused_at_config_time_in_one_line(text, message):
+    with pytest.raises(config.ConfigError) as exc:
+        cams(f'[[camera]]\nname = "night"\nindex = 0\n{text}\n')
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+    assert str(exc.value).startswith("seccam.toml:")
+
+
+def test_a_webcam_may_have_an_odd_size_but_no_focus():
+    [cam] = cams('[[camera]]\nname = "day"\ndevice = "test"\nresolution = "641x481"\n')
+    assert cam.resolution == (641, 481)
+    with pytest.raises(config.ConfigError, match=r"camera\[0\]\.focus: only camera modules"):
+        cams('[[camera]]\nname = "day"\ndevice = "test"\nfocus = "continuous"\n')
+
+
+@pytest.mark.parametrize("focus, expected", [
+    (None, ["--autofocus-mode", "continuous"]),
+    ('"hyperfocal"', ["--lens-position", "default"]),
+    ("0.5", ["--lens-position", "0.5"]),
+    ("0", ["--lens-position", "0"]),
+])
+def test_focus_settles_within_the_warmup_or_is_fixed(focus, expected):
+    [cam] = cams('[[camera]]\nname = "m"\nindex = 0\nresolution = "2304x1296"\n'
+                 + (f"focus = {focus}\n" if focus else ""))
+    cmd = camera.rpicam_command(cam, Path("m.jpg"), Path("m.preview.jpg"))
+    i = cmd.index(expected[0])
+    assert cmd[i:i + 2] == expected
+    assert "--autofocus-on-capture" not in cmd  # that would scan after the warm-up, adding to it
+
+
+def test_zsl_only_on_a_pi_5(tmp_path, monkeypatch):
+    [cam] = cams(MODULE)
+    for model, compatible, zsl in (("pi5", b"raspberrypi,5-model-b\0brcm,bcm2712\0", True),
+                                   ("pi4", b"raspberrypi,4-model-b\0brcm,bcm2711\0", False)):
+        tree = tmp_path / model
+        tree.mkdir()
+        (tree / "compatible").write_bytes(compatible)
+        monkeypatch.setattr(camera, "DEVICE_TREE", str(tree))
+        assert ("--zsl" in camera.rpicam_command(cam, Path("n.jpg"), Path("n.p.jpg"))) is zsl
+    monkeypatch.setattr(camera, "DEVICE_TREE", str(tmp_path / "none"))
+    assert not camera.is_pi5()
+
+
+def test_the_standin_accepts_the_pi5_command_line_with_every_option(tmp_path, monkeypatch):
+    tree = tmp_path / "dt"
+    tree.mkdir()
+    (tree / "compatible").write_bytes(b"brcm,bcm2712\0")
+    monkeypatch.setattr(camera, "DEVICE_TREE", str(tree))
+    [cam] = cams(MODULE.replace("warmup_ms = 100", 'warmup_ms = 100\nfocus = 1.5\ntitle = "Back 100%"'))
+    cmd = camera.rpicam_command(cam, tmp_path / "night.jpg", tmp_path / "night.preview.jpg")
+    assert "--zsl" in cmd and "IFD0.ImageDescription=Back 100%" in cmd
+    res = subprocess.run([str(STANDIN), *cmd[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "RPICAM_STANDIN_MODE": "ok"})
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--thumb", "small"], "bad thumbnail parameters small"),
+    (["--lens-position", "near"], "Invalid lens position: near"),
+    (["--autofocus-mode", "fast"], "Invalid AfMode:fast"),
+    (["--width", "641", "--height", "480", "--output", "x.jpg"], "both width and height must be even"),
+    (["--exif", "ImageDescription", "--output", "x.jpg"], "failed to read EXIF IFD and tag"),
+    (["--exif", "IFD9.Artist=me", "--output", "x.jpg"], "bad IFD name IFD9"),
+])
+def test_standin_checks_option_values_like_rpicam_still(args, message, tmp_path):
+    res = subprocess.run([str(STANDIN), "--timeout", "1", *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30, env={**os.environ, "RPICAM_STANDIN_MODE": "ok"})
+    assert (res.returncode, res.stderr.strip().splitlines()[-1]) == (255, f"ERROR: *** {message} ***")
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_the_module_picture_carries_exif_text_and_its_preview_the_banner_with_the_frame_time(
+        tmp_path, standin, monkeypatch):
+    banners = []
+    real = camera.banner
+
+    def spy(cam, when=None):
+        banners.append(when)
+        return real(cam, when)
+
+    monkeypatch.setattr(camera, "banner", spy)
+    before = time.time()
+    [night] = camera.capture_all(cams(MODULE), tmp_path)
+    assert night.ok, night.error
+    [argv] = standin()
+    assert "IFD0.ImageDescription=night" in argv
+    offset = argv[argv.index("IFD0.ImageDescription=night") + 2]
+    assert offset.startswith("EXIF.OffsetTimeOriginal=") and offset[-3] == ":"
+    # The preview's banner shows when rpicam-still took the frame (it exits right after encoding it).
+    [when] = banners
+    assert before + 0.1 <= when == night.taken <= time.time()
+    cmd = real(night_cam := cams(MODULE)[0], when)
+    assert cmd[cmd.index("--timestamp") + 1] == camera.local_stamp(when)
+    assert night_cam.stamp and night.as_meta()["captured"].startswith(time.strftime("%Y-%m-%dT", time.gmtime(when)))
+
+
+def test_stamp_false_leaves_pictures_plain(tmp_path, standin):
+    [cam] = cams(MODULE + "stamp = false\n")
+    assert not any(a.startswith("IFD0.") for a in camera.rpicam_command(cam, Path("a.jpg"), Path("b.jpg")))
+    assert camera.banner(cam) == ["--no-banner"] and camera.banner(cam, time.time()) == ["--no-banner"]
+
+
+def test_utc_offset_is_written_as_exif_wants_it(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert camera._utc_offset(1_800_000_000) == "+05:30"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -256,3 +256,12 @@ def test_state_stamp_write_failure_keeps_the_old_stamp_and_leaves_no_tmp(spool, 
         spool.write_state("poller", {"pid": 2})
     monkeypatch.undo()
     assert spool.read_state("poller") == {"pid": 1} and list(spool.dir("tmp").iterdir()) == []
+
+
+def test_a_move_or_claim_of_an_item_already_gone_says_so_and_changes_nothing(tmp_path):
+    from seccam.spool import Spool
+
+    spool = Spool(tmp_path / "spool").ensure()
+    gone = spool.dir("events.new") / "gone.json"
+    assert spool.move(gone, "events.done") is None and spool.claim(gone, "events.active") is None
+    assert spool.items("events.done") == spool.items("events.active") == []

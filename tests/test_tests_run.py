@@ -115,7 +115,7 @@ def _args_of(tmp_path, *args):
 
 
 def test_the_gpiozero2_pass_runs_the_sensor_and_poller_tests_with_the_options_given(tmp_path):
-    both = ["tests/test_sensors.py", "tests/test_poller.py"]
+    both = ["tests/test_sensors.py", "tests/test_poller.py", "tests/test_early.py"]  # early: the poller's part
     assert _args_of(tmp_path) == both
     assert _args_of(tmp_path, "-q", "-k", "reload") == ["-q", "-k", "reload"] + both
     assert _args_of(tmp_path, "tests") == both  # a directory that holds them

@@ -128,11 +128,15 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     assert (UNIT_DIR / options["Unit"][0]).is_file()
     directories = options["DirectoryNotEmpty"]
     assert directories and all(d.startswith("/var/spool/seccam/") and d.endswith("/new") for d in directories)
-
-
-def test_the_capture_job_starts_for_motion_and_for_a_snap_from_the_chat():
-    options = _unit_options(UNIT_DIR / "seccam-capture.path")["Path"]
-    assert options["DirectoryNotEmpty"] == ["/var/spool/seccam/events/new", "/var/spool/seccam/requests/new"]
+    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early
+    # events, /snap requests).
+    watched = {"seccam-capture.path": ["/var/spool/seccam/events/new", "/var/spool/seccam/early/new",
+                                       "/var/spool/seccam/requests/new"],
+               "seccam-send.path": ["/var/spool/seccam/outbox/new"]}
+    assert directories == watched[unit]
+    # jobs/send also starts when a capture begins, to be connected when the pictures are encrypted.
+    changed = {"seccam-capture.path": [], "seccam-send.path": ["/var/spool/seccam/state/capturing.json"]}
+    assert options.get("PathChanged", []) == changed[unit]
 
 
 

@@ -41,10 +41,19 @@ DEFAULT_MIN_FREE_BYTES = 64 * MB
 JPEG_SHARE = 0.3
 
 
+# A camera module whose size is decided on the Pi (resolution not set) is counted at the
+# largest sensor seccam knows at full resolution (64 MP would be larger, but none is supported).
+LARGEST_SENSOR = (4656, 3496)
+
+
 def room_for(cameras):
     """Bytes a capture of ``cameras`` may write (full image + preview each)."""
-    return int(sum(JPEG_SHARE * 3 * (c.resolution[0] * c.resolution[1]
-                                     + c.preview_resolution[0] * c.preview_resolution[1]) for c in cameras))
+    total = 0
+    for c in cameras:
+        w, h = c.resolution or LARGEST_SENSOR
+        pw, ph = c.preview_resolution or (320, 240)
+        total += JPEG_SHARE * 3 * (w * h + pw * ph)
+    return int(total)
 
 PRUNABLE = ("sets.ready", "sets.held", "outbox.new", "outbox.deferred", "outbox.failed")
 
@@ -122,6 +131,11 @@ def candidates(spool):
     return heartbeats + orphan_previews + rest
 
 
+def min_free_bytes(config):
+    """Free space the filesystem must keep for the system."""
+    return DEFAULT_MIN_FREE_BYTES if config.min_free_mb is None else int(config.min_free_mb * MB)
+
+
 def make_room(config, spool, needed=0, now=None):
     """Prune until the spool is within budget and ``needed`` bytes fit; return what was pruned.
 
@@ -129,7 +143,7 @@ def make_room(config, spool, needed=0, now=None):
     still-full disk means for its own work.
     """
     budget = budget_bytes(config, spool)
-    min_free = DEFAULT_MIN_FREE_BYTES if config.min_free_mb is None else int(config.min_free_mb * MB)
+    min_free = min_free_bytes(config)
     pruned = []
     used = usage(spool)
 

@@ -20,9 +20,20 @@ Backends build command lines:
   see :func:`rpicam_command`. rpicam-still exits non-zero when it fails
   (status 255, ``ERROR: *** no cameras available ***`` on stderr); that
   message is the reason reported. The preview is scaled from the saved image.
+
+Pictures are evidence: unless a camera says ``stamp = false``, every picture
+carries the camera's ``title`` (its name by default) and the capture time
+with its time zone. fswebcam draws them as its banner (bottom of the
+picture: title left, time right; the time is fswebcam's own, taken when it
+starts the capture); rpicam-still cannot draw text, so its JPEG carries its
+EXIF date (local time; the zone offset added as ``OffsetTimeOriginal``)
+and the title as ``ImageDescription``, and the preview seccam scales from
+it gets the banner with the time the frame was taken. :attr:`Result.taken`
+is the time on the picture, and what meta.json and the messages report.
 """
 
 import dataclasses
+import datetime as _dt
 import errno
 import fcntl
 import logging
@@ -39,27 +50,53 @@ from pathlib import Path
 log = logging.getLogger("seccam.camera")
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+#: fswebcam's banner time: local time with its zone, to the second.
+STAMP_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+#: Where the Pi's device tree says which board this is (tests point it elsewhere).
+DEVICE_TREE = "/proc/device-tree"
+#: The V4L2 sub-devices, whose names say which camera module sensor is attached.
+SYSFS_V4L = "/sys/class/video4linux"
+#: Active pixel arrays of the camera module sensors Raspberry Pi OS knows, by driver name
+#: (rpicam-still --list-cameras prints the same sizes). Half of it in each direction is the
+#: 2x2-binned sensor mode: the whole field of view.
+SENSORS = {"ov5647": (2592, 1944), "imx219": (3280, 2464), "imx477": (4056, 3040), "imx378": (4056, 3040),
+           "imx500": (4056, 3040), "imx708": (4608, 2592), "imx296": (1456, 1088), "imx290": (1920, 1080),
+           "imx327": (1920, 1080), "imx462": (1920, 1080), "imx519": (4656, 3496), "ov9281": (1280, 800)}
 JPEG_END = b"\xff\xd9"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclasses.dataclass
 class Result:
+    """One camera's capture: the images, or why there are none."""
+
     camera: str
     ok: bool
     full: Path | None = None
     preview: Path | None = None
     error: str | None = None
     seconds: float = 0.0
+    taken: float | None = None  # POSIX time on the picture (see the module docstring)
 
     def as_meta(self):
         """The camera's entry in an image set's meta.json (file names relative to the set)."""
         if not self.ok:
             return {"name": self.camera, "ok": False, "error": self.error, "seconds": round(self.seconds, 3)}
+        taken = time.time() if self.taken is None else self.taken
         return {"name": self.camera, "ok": True, "full": self.full.name, "preview": self.preview.name,
                 "bytes": self.full.stat().st_size, "preview_bytes": self.preview.stat().st_size,
-                "captured": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                "captured": _dt.datetime.fromtimestamp(taken, _dt.timezone.utc).isoformat(),
                 "seconds": round(self.seconds, 3)}
+
+
+def local_stamp(ts):
+    """``ts`` as the pictures show it: local time with the zone's abbreviation."""
+    return _dt.datetime.fromtimestamp(ts).astimezone().strftime(STAMP_FORMAT)
+
+
+def _literal(text):
+    """``text`` for an option that fswebcam passes through strftime(3): every % doubled."""
+    return text.replace("%", "%%")
 
 
 def validate_jpeg(path):
@@ -84,12 +121,22 @@ def validate_jpeg(path):
     return None
 
 
+def banner(cam, when=None):
+    """fswebcam's banner options for ``cam``: its title and the time (``when``: a POSIX time to
+    print; None: fswebcam's own, when the capture starts), or ``--no-banner``."""
+    if not cam.stamp:
+        return ["--no-banner"]
+    stamp = STAMP_FORMAT if when is None else _literal(local_stamp(when))
+    # --no-info and --no-subtitle: fswebcam's defaults would add its own text to the banner.
+    return ["--title", _literal(cam.title or cam.name), "--no-subtitle", "--no-info", "--timestamp", stamp]
+
+
 def fswebcam_command(cam, full, preview):
-    """fswebcam: one frame, saved full-size and then scaled for the preview."""
+    """fswebcam: one frame, saved full-size and then scaled for the preview, both with the banner."""
     w, h = cam.resolution
     pw, ph = cam.preview_resolution
     palette = ["--palette", cam.palette] if cam.palette else []
-    return ["fswebcam", "--quiet", "--no-banner", "--device", cam.device, *palette,
+    return ["fswebcam", "--quiet", *banner(cam), "--device", cam.device, *palette,
             "--resolution", f"{w}x{h}", "--skip", str(cam.skip),
             "--jpeg", str(cam.quality), str(full),
             "--scale", f"{pw}x{ph}", "--jpeg", str(cam.preview_quality), str(preview)]
@@ -98,31 +145,119 @@ def fswebcam_command(cam, full, preview):
 def rpicam_command(cam, full, preview):
     """rpicam-still (libcamera): one capture of camera module ``index``.
 
-    ``--timeout`` is the warm-up that auto-exposure and white balance get
-    before the frame is taken; rpicam-still's default of 5000 ms is far too
-    slow for an alarm, so it is ``warmup_ms``. The preview is scaled from this
-    same capture afterwards (:func:`_scale_preview`), never a second exposure.
+    ``--timeout`` is the warm-up that auto-exposure, white balance and focus
+    get before the frame is taken; rpicam-still's default of 5000 ms is far
+    too slow for an alarm, so it is ``warmup_ms``. The preview is scaled from
+    this same capture afterwards (:func:`_scale_preview`), never a second
+    exposure. What else is passed, from rpicam-apps' sources (v1.9):
+
+    * ``--width/--height``: ``resolution``, or when it is not set the
+      sensor's 2x2-binned size (:func:`module_size`): rpicam-still picks the
+      sensor mode closest to the requested size and aspect ratio, and the ISP
+      crops to the requested aspect, so a 16:9 request on a 4:3 sensor (or a
+      size near a cropped mode) shows less than the lens sees. Unknown
+      sensor: none, i.e. the full sensor resolution (the whole scene too).
+    * ``--thumb none``: no EXIF thumbnail (dead weight: seccam sends its own preview).
+    * ``--zsl`` on a Pi 5 (:func:`is_pi5`): the still comes from the running
+      stream, no stop/reconfigure/restart after the warm-up.
+    * focus (Camera Module 3; ignored by modules without a lens motor):
+      ``continuous`` runs continuous autofocus through the warm-up;
+      ``hyperfocal`` fixes the lens at its tuning's hyperfocal position; a
+      number fixes it at that many dioptres (1/metres): nothing to settle.
+    * the title as EXIF ``ImageDescription`` and the zone as
+      ``OffsetTimeOriginal`` (rpicam-still writes ``DateTimeOriginal`` in
+      local time without a zone).
 
     ``--output`` is the bare file name and the process runs in the output
     directory (see :func:`_start`): rpicam-still treats the name as a printf
     format and copies it into a 128-byte buffer, so a long absolute path would
     be cut short and the image written somewhere else.
     """
-    w, h = cam.resolution
-    return ["rpicam-still", "--nopreview", "--camera", str(cam.index),
-            "--timeout", str(cam.warmup_ms), "--width", str(w), "--height", str(h),
-            "--quality", str(cam.quality), "--encoding", "jpg", "--output", Path(full).name]
+    size = cam.resolution or module_size(cam.index)
+    cmd = ["rpicam-still", "--nopreview", "--camera", str(cam.index), "--timeout", str(cam.warmup_ms)]
+    if size:
+        cmd += ["--width", str(size[0]), "--height", str(size[1])]
+    cmd += ["--quality", str(cam.quality), "--encoding", "jpg", "--thumb", "none"]
+    if is_pi5():
+        cmd.append("--zsl")
+    if cam.focus == "continuous":
+        cmd += ["--autofocus-mode", "continuous"]
+    elif cam.focus == "hyperfocal":
+        cmd += ["--lens-position", "default"]
+    else:
+        cmd += ["--lens-position", f"{float(cam.focus):g}"]
+    if cam.stamp:
+        cmd += ["--exif", f"IFD0.ImageDescription={cam.title or cam.name}",
+                "--exif", f"EXIF.OffsetTimeOriginal={_utc_offset()}"]
+    return cmd + ["--output", Path(full).name]
+
+
+def _utc_offset(now=None):
+    """The local zone's offset as EXIF writes it: ``+01:00``."""
+    text = _dt.datetime.fromtimestamp(time.time() if now is None else now).astimezone().strftime("%z")
+    return f"{text[:3]}:{text[3:]}"
+
+
+def is_pi5(device_tree=None):
+    """True on a Raspberry Pi 5 (BCM2712): its device tree's ``compatible`` names the SoC."""
+    try:
+        compatible = Path(device_tree or DEVICE_TREE, "compatible").read_bytes()
+    except OSError:
+        return False
+    return b"brcm,bcm2712" in compatible
+
+
+def module_size(index, sysfs=None):
+    """The 2x2-binned size (whole field of view) of camera module ``index``, from the V4L2
+    sub-devices' names in sysfs; None when unknown (no such sensor, or several modules of
+    different kinds, whose order only libcamera knows)."""
+    root = Path(sysfs or SYSFS_V4L)
+    try:
+        names = [(root / entry / "name").read_text().split()[0] for entry in sorted(os.listdir(root))
+                 if entry.startswith("v4l-subdev")]
+    except (OSError, IndexError):
+        return None
+    sizes = {SENSORS.get(name) for name in names if name in SENSORS}
+    if len(sizes) != 1 or index is None:
+        return None
+    width, height = sizes.pop()
+    return (width // 2 // 2 * 2, height // 2 // 2 * 2)
 
 
 BACKENDS = {"fswebcam": fswebcam_command, "rpicam": rpicam_command}
 
 
-def _scale_preview(cam, full, preview, timeout_s):
+def jpeg_size(path):
+    """(width, height) of a JPEG from its first SOFn segment, or None."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 16)  # EXIF comes first; the frame header follows within 64 KB
+    except OSError:
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def preview_size(cam, full):
+    """The preview's size: configured, or 320 wide in the captured image's aspect ratio."""
+    if cam.preview_resolution:
+        return cam.preview_resolution
+    width, height = jpeg_size(full) or (4, 3)
+    pw = min(320, width)
+    return pw, max(2, round(pw * height / width / 2) * 2)
+
+
+def _scale_preview(cam, full, preview, timeout_s, taken=None):
     """Make the preview from the captured full image with fswebcam's ``file:`` source
-    (already a dependency), so a preview never needs a second exposure.
-    Return None, or why there is no valid preview."""
-    pw, ph = cam.preview_resolution
-    cmd = ["fswebcam", "--quiet", "--no-banner", "--device", f"file:{full}",
+    (already a dependency), so a preview never needs a second exposure; it gets the
+    banner with ``taken``, the time of the frame. Return None, or why there is no valid preview."""
+    pw, ph = preview_size(cam, full)
+    cmd = ["fswebcam", "--quiet", *banner(cam, taken), "--device", f"file:{full}",
            "--scale", f"{pw}x{ph}", "--jpeg", str(cam.preview_quality), str(preview)]
     try:
         scaled = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -180,7 +315,7 @@ def _start(cam, outdir):
     return proc, full, preview, None
 
 
-def _finish(cam, proc, full, preview, deadline, started):
+def _finish(cam, proc, full, preview, deadline, started, started_wall=None):
     # A process that ended in time is not timed out just because an earlier camera kept us busy.
     remaining = max(0.0, deadline - time.monotonic())
     try:
@@ -197,15 +332,18 @@ def _finish(cam, proc, full, preview, deadline, started):
         return Result(cam.name, False, error=f"timed out after {cam.timeout_s:g} s" + (f": {cause}" if cause else ""),
                       seconds=time.monotonic() - started)
     if cam.backend == "rpicam":
-        problem = _check_rpicam(cam, proc.returncode, stderr, full, preview, deadline)
+        # rpicam-still stamps its EXIF date when it encodes the frame, just before it exits.
+        taken = time.time()
+        problem = _check_rpicam(cam, proc.returncode, stderr, full, preview, deadline, taken)
     else:
+        taken = time.time() if started_wall is None else started_wall  # fswebcam's banner: its start
         problem = _check_fswebcam(proc.returncode, stderr, full, preview)
         cause = failure_cause(cam, stderr) if problem else None
         problem = f"{cause}; {problem}" if cause else problem
     if problem:
         _remove(full, preview)
         return Result(cam.name, False, error=problem, seconds=time.monotonic() - started)
-    return Result(cam.name, True, full=full, preview=preview, seconds=time.monotonic() - started)
+    return Result(cam.name, True, full=full, preview=preview, seconds=time.monotonic() - started, taken=taken)
 
 
 def _check_fswebcam(returncode, stderr, full, preview):
@@ -223,7 +361,7 @@ def _check_fswebcam(returncode, stderr, full, preview):
     return problem + (f" ({detail})" if detail else "")
 
 
-def _check_rpicam(cam, returncode, stderr, full, preview, deadline):
+def _check_rpicam(cam, returncode, stderr, full, preview, deadline, taken=None):
     """None, or why this rpicam-still capture failed; on success, make the preview."""
     reason = _rpicam_reason(stderr)
     if returncode != 0:
@@ -231,7 +369,7 @@ def _check_rpicam(cam, returncode, stderr, full, preview, deadline):
     problem = validate_jpeg(full)
     if problem:
         return problem + (f" (rpicam-still: {reason})" if reason else "")
-    problem = _scale_preview(cam, full, preview, max(1.0, deadline - time.monotonic()))
+    problem = _scale_preview(cam, full, preview, max(1.0, deadline - time.monotonic()), taken)
     return "preview: " + problem if problem else None
 
 
@@ -358,20 +496,21 @@ def capture_all(cameras, outdir, while_waiting=None):
     started = time.monotonic()
     running = []
     for cam in cameras:
+        started_wall = time.time()
         try:
             proc, full, preview, error = _start(cam, outdir)
         except OSError as exc:
             proc, full, preview, error = None, None, None, f"cannot start capture: {exc.strerror or exc}"
-        running.append((cam, proc, full, preview, error))
+        running.append((cam, proc, full, preview, error, started_wall))
     if while_waiting is not None:
         try:
             while_waiting()
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.warning("while_waiting=failed error=%r", str(exc))
     results = []
-    for cam, proc, full, preview, error in running:
+    for cam, proc, full, preview, error, started_wall in running:
         if proc is None:
             results.append(Result(cam.name, False, error=error))
             continue
-        results.append(_finish(cam, proc, full, preview, started + cam.timeout_s, started))
+        results.append(_finish(cam, proc, full, preview, started + cam.timeout_s, started, started_wall))
     return results

@@ -1,7 +1,9 @@
 """``jobs/capture``: turn pending motion events into image sets.
 
 Owns the transitions ``events/new -> events/active -> events/done`` and the
-publication of alarm sets into ``sets/ready``. All of it happens under the
+publication of alarm sets into ``sets/ready``; early events (the first PIR
+edge, ``early/new``) are handed to :mod:`seccam.early`, which captures at
+once and publishes only what motion confirms. All of it happens under the
 ``capture`` lock, for two reasons: two jobs started at once (path unit and
 cron) must never capture the same event twice, and a V4L2 camera cannot be
 opened by two captures at the same time anyway. Under the lock nothing in
@@ -10,8 +12,9 @@ to ``events/new``: a run killed at any instant loses no event.
 
 While the camera is disarmed (seccam.armed) motion events are still claimed
 and moved to ``events/done`` (status and the heartbeat count them), but not
-captured. A person's ``/snap`` (``requests/``, seccam.snap) is captured first
-and whether armed or not.
+captured, and early events are removed without starting the cameras. A
+person's ``/snap`` (``requests/``, seccam.snap) is captured first, and whether
+armed or not.
 
 Events closer together than ``cooldown_s`` become one capture. An alarm set's
 ID is derived from its first event, so a run killed after publishing a set
@@ -19,12 +22,22 @@ but before marking its events done does not capture them again.
 
 After releasing the lock the job hands the new sets to the encrypt step, so
 the plaintext images spend as little time on disk as possible.
+
+The job has no network (its sandbox); delivery is jobs/send's. So that
+delivery does not start only once the first message is encrypted, the job
+rewrites ``state/capturing.json`` as soon as its cameras run: that starts
+jobs/send through seccam-send.path, which then opens and authenticates its
+SMTP connection while the cameras expose, and sends each message the moment
+the encrypt step publishes it (it keeps watching while this job holds the
+``capture`` or ``encrypt`` lock).
 """
 
 import logging
+import os
 import time
 
 from . import armed, events, imageset, snap
+from . import early as _early
 from .faults import checkpoint
 from .errors import SeccamError
 from .spool import TMP_MAX_AGE_S, Spool, SpoolFormatError
@@ -45,7 +58,7 @@ def process(config, spool, now=time.time, while_waiting=None):
     spool.ensure()
     published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
-        recovered = spool.recover("events.active", "events.new")
+        recovered = spool.recover("events.active", "events.new") + spool.recover("early.active", "early.new")
         if recovered:
             log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
         spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
@@ -57,16 +70,26 @@ def process(config, spool, now=time.time, while_waiting=None):
                 while_waiting = None
                 published += requested
             claimed = _claim_all(spool)
-            if not claimed:
+            early = _early.claim_all(spool)
+            if not claimed and not early:
                 if requested:
                     continue
                 break
             checkpoint("capture.claimed")
             if not armed.is_armed(spool, now()):  # the one place where the armed state decides
+                for ev in early:
+                    spool.remove(ev["_path"])  # a first PIR edge: the cameras stay off while disarmed
+                    log.info("early=%s state=removed reason=disarmed", ev["_path"].name)
                 for ev in claimed:
                     spool.move(ev["_path"], "events.done")
                     log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
                 continue
+            for ev in early:
+                path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
+                                      while_waiting=while_waiting)
+                if path is not None:
+                    while_waiting = None
+                    published.append(path)
             for group in events.coalesce(claimed, config.sensors.cooldown_s):
                 set_id = group[0]["_path"].name.removesuffix(".json") + "-alarm"
                 if imageset.exists(spool, set_id):
@@ -113,20 +136,32 @@ def _prune_done(config, spool, now):
             continue
 
 
-class Prewarm:
-    """Load GnuPG and look up the keys while the cameras expose, so that
-    encryption starts the moment the images exist. Whatever fails here is
-    simply done again, and reported, by the encrypt step itself."""
+#: The stamp whose rewrite starts jobs/send (seccam-send.path: PathChanged=).
+CAPTURING = "capturing"
 
-    def __init__(self, config):
+
+class Prewarm:
+    """While the cameras expose: wake jobs/send (``state/capturing.json``), so
+    that its SMTP connection is up when the first message is encrypted, then
+    load GnuPG and look up the keys, so that encryption starts the moment the
+    images exist. Whatever fails here is simply done again, and reported, by
+    the encrypt step and jobs/send themselves."""
+
+    def __init__(self, config, spool=None):
         self.config = config
+        self.spool = spool
         self.crypto = None
 
     def __call__(self):
+        if self.spool is not None and self.config.account is not None:
+            try:
+                self.spool.write_state(CAPTURING, {"since": events.iso(time.time()), "pid": os.getpid()})
+            except SeccamError as exc:  # a full disk: the path unit starts jobs/send with the first message
+                log.warning("state=%s write-failed error=%r", CAPTURING, str(exc))
         from . import encrypt
         try:
             self.crypto = encrypt.prepare(self.config)
-        except SeccamError:
+        except (SeccamError, encrypt.Hold):  # the encrypt step holds the set and says why
             self.crypto = None
 
 
@@ -144,7 +179,7 @@ def hand_to_encrypt(config, spool, crypto=None):
 
 def work(config, args):
     spool = Spool(config.spool_dir)
-    prewarm = None if args.no_encrypt else Prewarm(config)
+    prewarm = None if args.no_encrypt else Prewarm(config, spool)
     published = process(config, spool, while_waiting=prewarm)
     if published and prewarm is not None:
         return hand_to_encrypt(config, spool, prewarm.crypto)

@@ -18,7 +18,6 @@ default on a security device.
 """
 
 import dataclasses
-import ipaddress
 import os
 import re
 import stat
@@ -41,36 +40,51 @@ _BACKENDS = ("fswebcam", "rpicam")
 _BCM_PINS = range(0, 28)
 
 
+# Every dataclass here has a docstring: without one, dataclasses builds it from inspect.signature(),
+# which costs more at import than the class itself (and every job imports this module).
 @dataclasses.dataclass(frozen=True)
 class Sensors:
+    """``[sensors]``: the PIRs, the button and the LEDs, and the motion rule's timing."""
+
     pir_pins: tuple = (17, 27)
     coincidence_s: float = 2.0
     warmup_s: float = 60.0
     cooldown_s: float = 30.0
     button_pin: int | None = None
     led_pins: tuple = ()
-    sample_rate: int = 50
+    sample_rate: int = 50          # no longer used (edge detection); accepted so older files still load
     liveness_s: float = 30.0
+    early_capture: bool = True
+    early_capture_burst: int = 3
+    early_capture_refill_s: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Camera:
+    """One ``[[camera]]`` table."""
+
     name: str
     backend: str = "fswebcam"
     device: str | None = None
     index: int | None = None
-    resolution: tuple = (1280, 720)
-    preview_resolution: tuple = (320, 180)
+    # rpicam: None = the module's whole field of view (camera.module_size), decided at capture time.
+    resolution: tuple | None = (1280, 720)
+    preview_resolution: tuple | None = (320, 180)
     skip: int = 5
     palette: str | None = None
     quality: int = 85
     preview_quality: int = 70
     timeout_s: float = 20.0
     warmup_ms: int = 750
+    stamp: bool = True             # camera name and capture time on the picture
+    title: str | None = None       # the name on the picture; None: the camera's name
+    focus: str = "continuous"      # rpicam: "continuous", "hyperfocal" or dioptres as text
 
 
 @dataclasses.dataclass(frozen=True)
 class Account:
+    """``[account]``: the camera's own mail account."""
+
     address: str
     display_name: str
     login: str
@@ -106,6 +120,8 @@ class Account:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
+    """``[delivery]``: who receives the messages, and how fast they may be sent."""
+
     recipients: tuple = ()
     group_name: str = "seccam"
     group_id: str | None = None
@@ -126,6 +142,8 @@ class Control:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """The whole validated configuration file."""
+
     path: Path
     spool_dir: Path
     state_dir: Path
@@ -198,15 +216,21 @@ class _LineIndex:
     number rather than a wrong one.
     """
 
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+    # Compiled on the first error only (re caches them): a file that loads cleanly never needs them.
+    _HEADER = r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$"
+    _KEY = r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*="
 
     def __init__(self, text):
+        self.text = text
+        self.lines = None  # built on the first find(): only an error needs line numbers
+
+    def _build(self, text):
         self.lines = {}
         table = ""
         counts = {}
+        header_re, key_re = re.compile(self._HEADER), re.compile(self._KEY)
         for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
+            header = header_re.match(line)
             if header:
                 name = header.group(2)
                 if header.group(1) == "[[":
@@ -217,13 +241,15 @@ class _LineIndex:
                     table = name
                 self.lines.setdefault(table, number)
                 continue
-            key = self._KEY.match(line)
+            key = key_re.match(line)
             if key:
                 name = key.group(1).strip('"')
                 full = f"{table}.{name}" if table else name
                 self.lines.setdefault(full, number)
 
     def find(self, keypath):
+        if self.lines is None:
+            self._build(self.text)
         return self.lines.get(keypath)
 
 
@@ -290,6 +316,11 @@ class _Validator:
             self.fail(full, f"must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:
             self.fail(full, f"must be at most {maximum}, got {value}")
+        return value
+
+    def _bool(self, full, value):
+        if not isinstance(value, bool):
+            self.fail(full, f"expected true or false, got {self._show(value)}")
         return value
 
     def _int(self, full, value, minimum=None, maximum=None):
@@ -383,6 +414,11 @@ class _Validator:
             led_pins=leds,
             sample_rate=self.get(t, "sensors", "sample_rate", "int", d.sample_rate, minimum=1, maximum=1000),
             liveness_s=self.get(t, "sensors", "liveness_s", "float", d.liveness_s, minimum=1, maximum=3600),
+            early_capture=self.get(t, "sensors", "early_capture", "bool", d.early_capture),
+            early_capture_burst=self.get(t, "sensors", "early_capture_burst", "int", d.early_capture_burst,
+                                         minimum=1, maximum=100),
+            early_capture_refill_s=self.get(t, "sensors", "early_capture_refill_s", "float",
+                                            d.early_capture_refill_s, minimum=1, maximum=86400),
         )
 
     def cameras(self, value):
@@ -417,14 +453,31 @@ class _Validator:
             if device is not None:
                 self.fail(f"{kp}.device", "backend rpicam takes an index, not a device")
             index = 0
-        resolution = self.get(t, kp, "resolution", "resolution", d.resolution)
+        # A camera module's default is its whole field of view, known only on the Pi (camera.module_size).
+        resolution = self.get(t, kp, "resolution", "resolution", None if backend == "rpicam" else d.resolution)
+        if backend == "rpicam" and resolution and (resolution[0] % 2 or resolution[1] % 2):
+            self.fail(f"{kp}.resolution", f"a camera module needs an even width and height (rpicam-still's JPEG "
+                      f"writer fails on odd ones), got {resolution[0]}x{resolution[1]}")
         preview = self.get(t, kp, "preview_resolution", "resolution", None)
-        if preview is None:
+        if preview is None and resolution is not None:
             # Keep the aspect ratio: 320 pixels wide, or the full width if that is smaller.
             width = min(320, resolution[0])
             preview = (width, max(1, round(width * resolution[1] / resolution[0])))
-        if preview[0] > resolution[0] or preview[1] > resolution[1]:
+        if preview and resolution and (preview[0] > resolution[0] or preview[1] > resolution[1]):
             self.fail(f"{kp}.preview_resolution", "must not be larger than resolution")
+        title = self.get(t, kp, "title", "str", None)
+        if title is not None and (len(title) > 64 or not title.isprintable()):
+            self.fail(f"{kp}.title", "expected at most 64 printable characters")
+        focus = d.focus
+        if "focus" in t:
+            if backend != "rpicam":
+                self.fail(f"{kp}.focus", "only camera modules (backend rpicam) can focus")
+            focus = t["focus"]
+            if isinstance(focus, (int, float)) and not isinstance(focus, bool):
+                focus = f"{self._float(f'{kp}.focus', focus, minimum=0, maximum=32):g}"
+            elif focus not in ("continuous", "hyperfocal"):
+                self.fail(f"{kp}.focus", f'expected "continuous", "hyperfocal" or a distance in dioptres '
+                          f"(1/metres, 0 = infinity), got {self._show(focus)}")
         return Camera(
             name=name, backend=backend, device=device, index=index,
             resolution=resolution, preview_resolution=preview,
@@ -434,6 +487,9 @@ class _Validator:
             preview_quality=self.get(t, kp, "preview_quality", "int", d.preview_quality, minimum=1, maximum=100),
             timeout_s=self.get(t, kp, "timeout_s", "float", d.timeout_s, minimum=1, maximum=600),
             warmup_ms=self.get(t, kp, "warmup_ms", "int", d.warmup_ms, minimum=1, maximum=60000),
+            stamp=self.get(t, kp, "stamp", "bool", d.stamp),
+            title=title,
+            focus=focus,
         )
 
     def account(self, t, mode):
@@ -518,6 +574,7 @@ def one_line(text):
 def _is_loopback(host):
     if host == "localhost":
         return True
+    import ipaddress  # only for plain (no TLS) accounts: not worth loading in every job
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -47,6 +47,9 @@ LIST_TIMEOUT_S = 30.0  # rpicam-still --list-cameras configures every sensor mod
 INFO_TIMEOUT_S = 10.0
 
 _LISTING_LINE = re.compile(r"^(\d+) : (\S+) \[([^\]]*)\] \((.*)\)\s*$")
+# libcamera's errors when it cannot open the DMA heaps (DmaBufAllocator, or DmaHeap before
+# libcamera 0.3) or a camera device node: the Pi camera stack then lists no camera at all.
+_NO_ACCESS = re.compile(r"dma.?heap|dma-buf provider|Permission denied|Operation not permitted", re.IGNORECASE)
 _SIZE = re.compile(r"(\d+)x(\d+)")
 _VIDEO = re.compile(r"^video(\d+)$")
 
@@ -84,6 +87,7 @@ class Detection:
     modules: list
     usb: list
     notes: list  # why something could not be checked, one line each
+    denied: bool = False  # libcamera could not open the camera devices: "no camera" may not be true
 
     @property
     def cameras(self):
@@ -145,7 +149,8 @@ def is_usb_camera(info):
 
 
 def camera_modules(run=run_tool):
-    """Return (modules, notes)."""
+    """Return (modules, notes); a note starting with "no access" means libcamera could not open
+    the devices it needs, so an empty listing does not mean that no module is attached."""
     try:
         result = run(["rpicam-still", "--list-cameras"], LIST_TIMEOUT_S)
     except FileNotFoundError:
@@ -160,6 +165,14 @@ def camera_modules(run=run_tool):
         if "/usb" in module.camera_id:  # older rpicam-apps listed UVC webcams too; those are fswebcam's
             continue
         modules.append(module)
+    if not modules:
+        # "No cameras available!" and exit 0 also when libcamera could not open /dev/dma_heap/*,
+        # /dev/media* or /dev/video*: its reason is on stderr.
+        denied = [ln.strip() for ln in (result.stderr or "").splitlines() if _NO_ACCESS.search(ln)]
+        if denied:
+            return [], [f"no access to the camera devices: rpicam-still lists no camera because libcamera "
+                        f"could not open them ({denied[-1][-160:]}); run as root or as a member of group "
+                        "video (it owns /dev/dma_heap/*, /dev/media* and /dev/video*)"]
     return modules, []
 
 
@@ -228,7 +241,8 @@ def detect(root=None, run=None):
     run = run_tool if run is None else run
     modules, notes = camera_modules(run)
     usb, usb_notes = usb_cameras(root, run)
-    return Detection(modules=modules, usb=usb, notes=notes + usb_notes)
+    denied = any(note.startswith("no access") for note in notes)
+    return Detection(modules=modules, usb=usb, notes=notes + usb_notes, denied=denied)
 
 
 def _last_line(text):

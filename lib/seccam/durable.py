@@ -5,12 +5,13 @@ given mode), fsyncs it, renames it over the target and fsyncs the directory:
 after a crash or a power loss the target is either the old or the new
 version, never a mixture. The spool has its own writer (seccam.spool), because
 there the temporary file lives in ``tmp/`` and the name is new each time.
+Random name parts come from ``os.urandom``, not ``secrets``: the resident
+poller imports this module, and ``secrets`` would load OpenSSL (hashlib).
 """
 
 import contextlib
 import json
 import os
-import secrets
 
 from .errors import TemporaryError
 
@@ -33,11 +34,21 @@ def write_all(fd, data):
 
 def replace_json(path, obj, mode):
     """Atomically replace ``path`` with ``obj`` as JSON; TemporaryError if it cannot be written."""
-    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    replace_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+
+
+def replace_bytes(path, data, mode, owner=None):
+    """Atomically replace ``path`` with ``data``: exactly ``mode`` when ``owner`` (uid, gid) is given
+    (which is then set too, as root), else ``mode`` as the umask leaves it. TemporaryError (with
+    ``.errno``) if it cannot be written; the old file is then untouched."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode if owner is None else 0o600)
         try:
+            if owner is not None:
+                if os.geteuid() == 0:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
             write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -47,7 +58,9 @@ def replace_json(path, obj, mode):
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise TemporaryError(f"writing {path}: {exc.strerror or exc}") from None
+        err = TemporaryError(f"writing {path}: {exc.strerror or exc}")
+        err.errno = exc.errno
+        raise err from None
 
 
 def read_json(path, what, max_bytes=1 << 20):

@@ -522,6 +522,15 @@ def _local_time(iso_text):
         return "?"
 
 
+def _taken(cam):
+    """", picture taken 19:11:00 CET" from the camera's capture time (the time on the picture), or ""."""
+    try:
+        when = _dt.datetime.fromisoformat(cam["captured"]).astimezone()
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f", picture taken {when.strftime('%H:%M:%S %Z')}"
+
+
 def _sensor_lines(meta):
     lines = []
     for ev in meta.get("events", []):
@@ -576,7 +585,7 @@ def plan(meta, set_path, heartbeat_image="full"):
     if kind not in ("alarm", "snap"):
         for nn, cam in enumerate(ok):
             name = cam["name"]
-            lines = [head, f"Camera {name}"] + (extra if nn == 0 else [])
+            lines = [head, f"Camera {name}{_taken(cam)}"] + (extra if nn == 0 else [])
             out.append(Planned(nn, name, heartbeat_image, f"{label}: {name}", "\n".join(lines),
                                Path(set_path) / cam[heartbeat_image]))
         return out
@@ -584,12 +593,13 @@ def plan(meta, set_path, heartbeat_image="full"):
     # owner before a burglar can unplug the camera (the original project's reason).
     for nn, cam in enumerate(ok):
         name = cam["name"]
-        lines = [head, f"Camera {name} (preview; full size follows)"] + sensors + (extra if nn == 0 else [])
+        lines = [head, f"Camera {name}{_taken(cam)} (preview; full size follows)"] + sensors \
+            + (extra if nn == 0 else [])
         out.append(Planned(nn, name, "preview", f"{label}: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
     for nn, cam in enumerate(ok, start=len(ok)):
         name = cam["name"]
         out.append(Planned(nn, name, "full", f"{label}: {name} (full size)",
-                           f"Camera {name}, full size, {when}", Path(set_path) / cam["full"]))
+                           f"Camera {name}, full size, {when}{_taken(cam)}", Path(set_path) / cam["full"]))
     return out
 
 

@@ -9,7 +9,16 @@ Format (JSON, ``events/new/<unique>.json``)::
     {"version": 1, "kind": "motion", "source": "pir" | "button" | "trigger",
      "time": "2026-11-25T19:11:00.123456+00:00",
      "sensors": [{"pin": 17, "active_at": "2026-11-25T19:10:59.900000+00:00"}, ...],
+     "early": "<name of the early event this coincidence confirms>" (optional),
      "host": "pi"}
+
+An *early* event (``early/new/<unique>.json``) is the first PIR edge
+of a possible coincidence: not motion yet, a hint that lets the capture job
+start the cameras before the second PIR confirms (docs/spool.md, "Early
+capture")::
+
+    {"version": 1, "kind": "early", "source": "pir", "time": ISO,
+     "sensors": [{"pin": 17, "active_at": ISO}], "confirm_by": ISO, "host": "pi"}
 """
 
 import datetime as _dt
@@ -20,6 +29,7 @@ from .spool import SpoolFormatError, read_json
 
 VERSION = 1
 SOURCES = ("pir", "button", "trigger")
+KINDS = ("motion", "early")
 
 
 def iso(ts):
@@ -34,8 +44,9 @@ def parse_iso(text):
     return value.timestamp()
 
 
-def record(spool, source, sensors=(), when=None):
-    """Publish one motion event; return its path. ``sensors`` is ``[(pin, active_at_ts), ...]``."""
+def record(spool, source, sensors=(), when=None, early=None):
+    """Publish one motion event; return its path. ``sensors`` is ``[(pin, active_at_ts), ...]``;
+    ``early`` the name of the early event it confirms."""
     if source not in SOURCES:
         raise ValueError(f"unknown event source {source!r}")
     import time
@@ -49,7 +60,25 @@ def record(spool, source, sensors=(), when=None):
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
+    if early:
+        event["early"] = early
     return spool.write_json("events.new", event, name=None)
+
+
+def record_early(spool, pin, active_at, confirm_by):
+    """Publish an early event: PIR ``pin`` rose at ``active_at``; a confirming coincidence can
+    come until ``confirm_by`` (POSIX times). Return its path."""
+    event = {
+        "version": VERSION,
+        "kind": "early",
+        "source": "pir",
+        "time": iso(active_at),
+        "sensors": [{"pin": pin, "active_at": iso(active_at)}],
+        "confirm_by": iso(confirm_by),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    return spool.write_json("early.new", event)
 
 
 def load(path):
@@ -58,7 +87,7 @@ def load(path):
     Raises SpoolFormatError saying what is wrong; the caller sets the file aside.
     """
     event = read_json(path)
-    if event.get("version") != VERSION or event.get("kind") != "motion":
+    if event.get("version") != VERSION or event.get("kind") not in KINDS:
         raise SpoolFormatError(f"{path.name}: not a version {VERSION} motion event")
     if event.get("source") not in SOURCES:
         raise SpoolFormatError(f"{path.name}: unknown source {event.get('source')!r}")
@@ -70,6 +99,13 @@ def load(path):
     if not isinstance(sensors, list) or not all(isinstance(s, dict) and isinstance(s.get("pin"), int)
                                                 for s in sensors):
         raise SpoolFormatError(f"{path.name}: invalid sensors list")
+    if event["kind"] == "early":
+        try:
+            event["confirm_ts"] = parse_iso(event["confirm_by"])
+        except (KeyError, TypeError, ValueError):
+            raise SpoolFormatError(f"{path.name}: early event without a valid confirm_by") from None
+    elif "early" in event and not isinstance(event["early"], str):
+        raise SpoolFormatError(f"{path.name}: early is not an event name")
     return event
 
 

@@ -38,26 +38,60 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
     the capture so that it includes this capture's camera results.
     """
     now = time.time() if now is None else now
+    tmp, results = shoot(config, spool, now, while_waiting)
+    return publish(config, spool, kind, set_id, tmp, results, event_list, health, now), results
+
+
+def shoot(config, spool, now=None, while_waiting=None):
+    """Capture every camera into a new directory under ``tmp/``; return ``(tmp_dir, results)``.
+
+    Nothing is published: :func:`publish` makes it a set, or the caller
+    removes it (an early capture that motion did not confirm)."""
+    now = time.time() if now is None else now
     needed = budget.room_for(config.cameras)
-    budget.make_room(config, spool, needed, now)
-    free = shutil.disk_usage(spool.root).free
-    if free < needed:
-        raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
-                            f"{needed // 1000} kB; the event stays queued")
+    if shutil.disk_usage(spool.root).free - needed < budget.min_free_bytes(config):
+        # Only a nearly full filesystem makes the cameras wait for pruning (statvfs is cheap; measuring
+        # the spool against its budget means walking it).
+        budget.make_room(config, spool, needed, now)
+        free = shutil.disk_usage(spool.root).free
+        if free < needed:
+            raise DiskFullError(f"spool {spool.root} is full: {free // 1000} kB free, a capture needs "
+                                f"{needed // 1000} kB; the event stays queued")
+
+    def meanwhile():
+        # The caller's work first (the capture job loads GnuPG: the encryption waits for it), then the
+        # spool's budget, kept while the cameras expose: the time is free.
+        try:
+            if while_waiting is not None:
+                while_waiting()
+        finally:  # whatever the caller's work raised (capture_all logs it), the budget is kept
+            budget.make_room(config, spool, needed, now)
+
     tmp = spool.make_tmp_dir(SET_SUFFIX)
-    results = camera.capture_all(config.cameras, tmp, while_waiting)
+    log.info("capture=start cameras=%d dir=%s", len(config.cameras), tmp.name)
+    results = camera.capture_all(config.cameras, tmp, meanwhile)
     if not all(r.ok for r in results) and shutil.disk_usage(spool.root).free < needed:
         # The disk filled up during the capture: images are truncated, not missing.
         spool.remove(tmp)
         raise DiskFullError(f"spool {spool.root} filled up during the capture; the event stays queued")
+    return tmp, results
+
+
+def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=None, now=None, early=None):
+    """Write ``meta.json`` into ``tmp`` (what :func:`shoot` made) and publish it as set ``set_id``;
+    return the set's path. ``early``: the early event whose capture this is (recorded in meta)."""
+    now = time.time() if now is None else now
     meta = {
         "version": VERSION,
         "kind": kind,
         "id": set_id,
         "created": events.iso(now),
-        "events": [{k: v for k, v in ev.items() if not k.startswith("_") and k != "ts"} for ev in event_list],
+        "events": [{k: v for k, v in ev.items() if not k.startswith("_") and k not in ("ts", "confirm_ts")}
+                   for ev in event_list],
         "cameras": [r.as_meta() for r in results],
     }
+    if early is not None:
+        meta["early"] = early
     if health is not None:
         meta["health"] = health(results)
     try:
@@ -79,7 +113,7 @@ def capture(config, spool, kind, set_id, event_list=(), health=None, now=None, w
             log.warning("camera=%s set=%s failed error=%r", r.camera, set_id, r.error)
     log.info("set=%s kind=%s state=sets.ready cameras_ok=%d cameras_failed=%d", set_id, kind,
              sum(r.ok for r in results), sum(not r.ok for r in results))
-    return path, results
+    return path
 
 
 def record_camera_state(spool, results, now):

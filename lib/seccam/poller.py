@@ -8,9 +8,17 @@ the poller writes each :class:`~seccam.sensors.Motion` with
 
 Invariants:
 
-* The loop sleeps until something happens: a device callback or a signal
-  (both wake it through a self-pipe), the next deadline of the motion rule,
-  the next liveness stamp, or a retry. It never polls the pins itself.
+* The loop sleeps in one blocking wait until something happens: a device
+  callback or a signal (both wake it through a self-pipe), the next deadline
+  of the motion rule, the next liveness stamp, or a retry. It never polls the
+  pins itself, and no thread of its own or of gpiozero's runs between edges:
+  at rest it wakes once per ``liveness_s``.
+* An early event (the first PIR edge, :mod:`seccam.sensors` rule 6) is
+  written as ``early/new/NAME.json`` at once, so that the capture job
+  starts the cameras before the second PIR confirms; the motion event that
+  confirms it names it in ``early``. An early event that could not be
+  written before its confirmation deadline is dropped: the cameras can no
+  longer start early, and the motion event itself is never dropped for it.
 * A failed event write (spool full, any OSError) never stops the poller: the
   event stays in a small pending list (at most ``MAX_PENDING``, oldest dropped
   first) and is retried every ``RETRY_S`` seconds and on every new event.
@@ -51,7 +59,8 @@ PROG = "seccam-poller"
 STAMP = "poller"
 RETRY_S = 1.0
 MAX_PENDING = 64
-MAX_WAIT_S = 60.0
+# Early events written and not yet confirmed, remembered this long after their deadline.
+EARLY_MEMORY_S = 60.0
 
 log = logging.getLogger("seccam.poller")
 
@@ -96,6 +105,7 @@ class Poller:
         self.pin_factory = pin_factory
         self.spool = Spool(config.spool_dir).ensure()
         self.pending = collections.deque()
+        self.early_written = {}  # (pin, active_at) -> name of the early event file
         self.detector = None
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
@@ -158,13 +168,15 @@ class Poller:
 
     def step(self):
         """One turn of the loop: collect events, write what is pending, run due jobs."""
+        for event in self.detector.take_early():
+            self._queue(event)
         for event in self.detector.poll():
             self._queue(event)
         self.flush()
         self.scheduler.run_pending()
 
     def _timeout(self):
-        waits = [MAX_WAIT_S]
+        waits = [self.config.sensors.liveness_s]
         idle = self.scheduler.idle_seconds
         if idle is not None:
             waits.append(idle)
@@ -196,8 +208,13 @@ class Poller:
         """Write pending events in order; on the first failure keep it and the rest for the next try."""
         while self.pending:
             event = self.pending[0]
+            if event.source == "early":
+                if not self._write_early(event):
+                    return False
+                continue
             try:
-                path = events.record(self.spool, event.source, sensors=list(event.sensors), when=event.when)
+                path = events.record(self.spool, event.source, sensors=list(event.sensors), when=event.when,
+                                     early=self._confirms(event))
             except (SeccamError, OSError) as exc:
                 if not self._failing:
                     log.error("event=write-failed source=%s pending=%d error=%r retry_s=%g", event.source,
@@ -207,10 +224,48 @@ class Poller:
             self.pending.popleft()
             log.info("motion source=%s pins=%s event=%s", event.source,
                      ",".join(str(pin) for pin, _ in event.sensors), path.name)
-            if self._failing:
-                log.info("event=write-recovered pending=%d", len(self.pending))
-                self._failing = False
+            self._recovered()
         return True
+
+    def _recovered(self):
+        if self._failing:
+            log.info("event=write-recovered pending=%d", len(self.pending))
+            self._failing = False
+
+    def _write_early(self, event):
+        """Write the early event at the head of the queue; False (kept) if the spool refused it."""
+        (pin, at), = event.sensors
+        confirm_by = at + self.config.sensors.coincidence_s
+        if time.time() > confirm_by:
+            self.pending.popleft()
+            log.warning("early=dropped pin=%s reason=%r", pin, "not written before its confirmation deadline")
+            return True
+        try:
+            path = events.record_early(self.spool, pin, at, confirm_by)
+        except (SeccamError, OSError) as exc:
+            if not self._failing:
+                log.error("event=write-failed source=early pending=%d error=%r retry_s=%g", len(self.pending),
+                          str(exc), self.retry_s)
+            self._failing = True
+            return False
+        self.pending.popleft()
+        now = time.time()
+        for key in [k for k in self.early_written if k[1] < now - EARLY_MEMORY_S]:
+            del self.early_written[key]
+        self.early_written[(pin, at)] = path.name
+        log.info("early pin=%s event=%s confirm_by=%s", pin, path.name, events.iso(confirm_by))
+        self._recovered()
+        return True
+
+    def _confirms(self, event):
+        """The name of the early event that PIR coincidence ``event`` confirms, or None."""
+        if event.source != "pir":
+            return None
+        for key in event.sensors:
+            name = self.early_written.pop(tuple(key), None)
+            if name is not None:
+                return name
+        return None
 
     # -- liveness ------------------------------------------------------------
     def _previous_run(self):
@@ -259,8 +314,9 @@ class Poller:
             try:
                 self.detector = self._build(new.sensors)
             except SeccamError as exc:
-                log.error("reload=failed keeping=old error=%r", str(exc))
                 self.detector = self._build(old.sensors)  # if this fails too, the exception ends the process
+                # Logged once the old pins are open again: from this line on, they are watched.
+                log.error("reload=failed keeping=old error=%r", str(exc))
                 return False
         self.config = new
         self.spool = spool

@@ -15,8 +15,11 @@ sends everything):
 2. returns ``outbox/active`` left by a dead run to ``outbox/new`` and due
    deferred messages too;
 3. sends ``outbox/new`` oldest first (names sort in send order) over one
-   connection, opened only if there is something to send. A message leaves
-   the outbox only after the server accepted it.
+   connection, opened when there is something to send, or already while a
+   capture job runs (it will have something soon: seccam-send.path starts
+   this job when a capture begins); while a capture or encrypt job runs it
+   keeps watching for their messages. A message leaves the outbox only after
+   the server accepted it.
 
 Retry policy, Postfix-style but impatient, because an alarm is urgent:
 
@@ -264,12 +267,20 @@ def _probe_due(outage, now):
     return not isinstance(last, (int, float)) or now - last >= wait
 
 
-def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.time, sleep=time.sleep):
-    """Send what is queued (see the module docstring); return the exit code."""
+def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.time, sleep=time.sleep,
+            more_coming=None):
+    """Send what is queued (see the module docstring); return the exit code.
+
+    When the outbox is empty, the run keeps watching it while ``more_coming()``
+    is true (default: another job holds the ``capture`` or the ``encrypt``
+    lock), and opens its SMTP connection meanwhile: started by
+    seccam-send.path when a capture begins (``state/capturing.json``), it is
+    connected and authenticated by the time the first picture is encrypted."""
     from .transport import Smtp, SmtpPermanentError, SmtpTemporaryError
 
     now = clock() if now is None else now
     smtp_factory = smtp_factory or Smtp
+    more_coming = more_coming or (lambda: spool.lock_held("capture") or spool.lock_held("encrypt"))
     for path in spool.recover("outbox.active", "outbox.new"):
         log.info("message=%s state=outbox.new recovered=1", path.name)
     outage = spool.read_state("outage")
@@ -300,7 +311,9 @@ def deliver(config, spool, now=None, smtp_factory=None, flush=False, clock=time.
             elif outage is not None and not summary_done:
                 queue = [p for p in queue if kind_of(p.name) == 0] or queue
             if not queue:
-                if not _wait_for_encryption(spool, clock, sleep):
+                if smtp is None and outage is None and more_coming():
+                    smtp = _preconnect(config, smtp_factory)
+                if not _wait_for_encryption(spool, clock, sleep, more_coming):
                     break
                 continue
             for path in queue:
@@ -388,10 +401,24 @@ ENCRYPT_POLL_S = 0.02
 ENCRYPT_WAIT_S = 60
 
 
-def _wait_for_encryption(spool, clock, sleep):
-    """While another job holds the encrypt lock, wait for its next message; True if one came."""
+def _preconnect(config, smtp_factory):
+    """Open the SMTP session before there is a message: DNS, TCP, TLS and AUTH happen while the
+    cameras expose. A failure is only logged: the first message connects again, and the outage
+    policy judges that attempt, not this one."""
+    smtp = smtp_factory(config.account)
+    connect = getattr(smtp, "connect", None)
+    if connect is not None:
+        try:
+            connect()
+        except SeccamError as exc:
+            log.info("state=preconnect-failed error=%r", str(exc))
+    return smtp
+
+
+def _wait_for_encryption(spool, clock, sleep, more_coming):
+    """While ``more_coming()`` (a capture or encrypt job runs), wait for its next message; True if one came."""
     deadline = clock() + ENCRYPT_WAIT_S
-    while spool.lock_held("encrypt") and clock() < deadline:
+    while more_coming() and clock() < deadline:
         if spool.items("outbox.new"):
             return True
         sleep(ENCRYPT_POLL_S)

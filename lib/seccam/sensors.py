@@ -10,10 +10,13 @@ Two layers:
 * :class:`Coincidence` is pure logic with an injected clock, testable without
   gpiozero. Call ``activate(pin)``, ``deactivate(pin)`` and ``tick()``; each
   returns the list of :class:`Motion` events to record now.
-* :class:`Detector` opens ``MotionSensor`` / ``Button`` / ``LED`` devices on the
-  configured pins with an explicit ``pin_factory`` (``MockFactory`` in tests),
-  and feeds the edges to a :class:`Coincidence`. Its callbacks run in
-  gpiozero's threads and only update state and append to a queue.
+* :class:`Detector` opens plain ``DigitalInputDevice`` inputs (PIRs, button)
+  and ``LED`` outputs on the configured pins with an explicit ``pin_factory``
+  (``MockFactory`` in tests), and feeds their edges to a :class:`Coincidence`.
+  Edge detection comes from the pin factory (the kernel's GPIO edge events
+  on a Pi): no device starts a thread of its own, so nothing runs between
+  edges. The callbacks run in the pin library's thread (on mock pins: in the
+  thread that drives the pin) and only update state and append to a queue.
 
 The rule, exactly (times are monotonic seconds; ``window`` = coincidence_s)
 -------------------------------------------------------------------------
@@ -39,15 +42,28 @@ The rule, exactly (times are monotonic seconds; ``window`` = coincidence_s)
    if a tick came before the release).
 5. ``cooldown_s = 0`` disables both rate limit and repeats: one event per
    coincidence, nothing while held.
+6. *Early capture* (``early_burst`` > 0, two or more PIRs). The first rising
+   edge of a possible coincidence (warm, no cooldown running, no other PIR
+   activated within ``window``, no early event pending) is reported at once
+   as an ``"early"`` event, so that the cameras can start before the second
+   PIR confirms. The coincidence that includes that very activation (same
+   pin, same ``active_at``) *confirms* it. Early events
+   are rate-limited by a token bucket: at most ``early_burst`` in a row, one
+   more every ``early_refill_s``; a confirmed one gives its token back, so
+   only unconfirmed ones (single-PIR false triggers) use the bucket up.
 
 A manual button (``button_pin``) is not a PIR: each press is one event with
 source ``"button"``, also during warm-up. LEDs (``led_pins``) mirror the PIRs'
 raw level, warm-up included (useful for a walk test).
 
-Hardware facts the Detector copes with: ``when_motion`` never fires for a pin
-that is already high at the first sample, so the level of every PIR is read
-once after the callbacks are attached; callbacks fire 8-100 ms after an
-edge at gpiozero's default ``sample_rate=10`` (config default 50, ~12 ms).
+Hardware facts the Detector copes with: an edge callback never fires for a
+pin that is already high when it is attached, so the level of every PIR is
+read once after the callbacks are attached. The HC-SR501 gives a clean, held
+digital level (docs/wiring.md: retrigger jumper ``H``, short Tx), so an edge
+per change is all there is to see; no smoothing, no sampling. gpiozero's
+``MotionSensor`` would sample every pin in a thread (``sample_rate`` times a
+second) and ``Button`` keeps a hold-time thread that wakes every 0.1 s: both
+are avoided on purpose (docs/performance.md, "The poller at rest").
 
 Example::
 
@@ -70,8 +86,9 @@ from .errors import PermanentError
 
 log = logging.getLogger("seccam.sensors")
 
-#: One event to record: ``source`` ("pir" | "button"), ``sensors`` ((pin, active_at POSIX ts), ...),
-#: ``when`` (POSIX ts of the decision).
+#: One event to record: ``source`` ("pir" | "button" | "early"), ``sensors`` ((pin, active_at POSIX ts), ...),
+#: ``when`` (POSIX ts of the decision). A PIR coincidence confirms an early event when one of its
+#: ``sensors`` is the early event's (pin, active_at).
 Motion = collections.namedtuple("Motion", "source sensors when")
 
 
@@ -84,7 +101,8 @@ class Coincidence:
     Thread-safe: gpiozero calls ``activate``/``deactivate`` from its threads.
     """
 
-    def __init__(self, pins, window_s, cooldown_s, warmup_s, now=time.monotonic, wall=time.time, started=None):
+    def __init__(self, pins, window_s, cooldown_s, warmup_s, now=time.monotonic, wall=time.time, started=None,
+                 early_burst=0, early_refill_s=600.0):
         if not pins:
             raise ValueError("at least one PIR pin is needed")
         self.pins = tuple(pins)
@@ -101,6 +119,12 @@ class Coincidence:
         self._next_due = None   # end of the running cooldown (mono), or None
         self._owed = False      # a coincidence happened during the cooldown
         self._held = False      # every PIR active without a drop since the last event
+        # Early capture (rule 6): a token bucket, and the early event waiting for its confirmation.
+        self.early_burst = int(early_burst) if len(self.pins) > 1 else 0
+        self.early_refill_s = float(early_refill_s)
+        self._tokens = float(self.early_burst)
+        self._tokens_at = self.warm_until
+        self._early = None      # (pin, mono, wall) of the pending early event
 
     # -- inputs --------------------------------------------------------------
     def activate(self, pin):
@@ -114,7 +138,11 @@ class Coincidence:
             self._rose[pin] = (t, self._wall())
             self._fresh[pin] = True
             if self._warm:
-                out += self._evaluate(t)
+                owed = self._owed
+                found = self._evaluate(t)
+                if not found and self._owed == owed:
+                    found = self._early_event(pin, t)
+                out += found
             return out
 
     def deactivate(self, pin):
@@ -155,7 +183,35 @@ class Coincidence:
         with self._lock:
             return tuple(p for p in self.pins if self._active[p])
 
+    def early_tokens(self):
+        """Early events the bucket allows right now (for logs and tests)."""
+        with self._lock:
+            return self._refill(self._now())
+
     # -- the rule ------------------------------------------------------------
+    def _refill(self, t):
+        if self.early_refill_s > 0 and t > self._tokens_at:
+            self._tokens = min(float(self.early_burst), self._tokens + (t - self._tokens_at) / self.early_refill_s)
+        self._tokens_at = max(t, self._tokens_at)
+        return int(self._tokens)
+
+    def _early_event(self, pin, t):
+        """Rule 6: is this activation the first edge of a possible coincidence?"""
+        if not self.early_burst or (self._next_due is not None and t < self._next_due):
+            return []
+        if self._early is not None and t - self._early[1] <= self.window_s:
+            return []  # one early event per possible coincidence
+        for other in self.pins:
+            if other != pin and self._fresh[other] and t - self._rose[other][0] <= self.window_s:
+                return []  # another PIR started this one
+        if self._refill(t) < 1:
+            log.info("early=skipped pin=%s reason=rate-limit", pin)
+            return []
+        self._tokens -= 1
+        wall = self._rose[pin][1]
+        self._early = (pin, t, wall)
+        return [Motion("early", ((pin, wall),), wall)]
+
     def _check_warmup(self, t):
         if self._warm or t < self.warm_until:
             return []
@@ -183,6 +239,13 @@ class Coincidence:
         return [self._emit(t)]
 
     def _emit(self, t, scheduled=None):
+        if self._early is not None:
+            pin, at, _ = self._early
+            if self._rose[pin] is not None and self._rose[pin][0] == at:
+                # This coincidence confirms the early event: its token comes back.
+                self._refill(t)
+                self._tokens = min(float(self.early_burst), self._tokens + 1)
+            self._early = None
         event = Motion("pir", tuple((p, self._rose[p][1]) for p in self.pins), self._wall())
         if self.cooldown_s > 0:
             # Stay on the grid of the first event unless a tick came more than a whole cooldown late.
@@ -199,23 +262,34 @@ class Detector:
     """The gpiozero devices of ``sensors`` (a :class:`seccam.config.Sensors`) feeding a :class:`Coincidence`.
 
     ``pin_factory`` is passed to every device (None: gpiozero's default, which
-    honours ``GPIOZERO_PIN_FACTORY``). ``notify()`` is called from gpiozero's
-    threads when an event is queued; it must be tiny and thread-safe. The
-    caller collects events with :meth:`poll` and must :meth:`close` the
+    honours ``GPIOZERO_PIN_FACTORY``). ``notify()`` is called from the pin
+    library's thread when an event is queued; it must be tiny and thread-safe.
+    The caller collects events with :meth:`poll` and must :meth:`close` the
     detector. Raises PermanentError when the pins cannot be opened.
+
+    Only plain digital devices are used: ``DigitalInputDevice`` for the PIRs
+    and the button (edge callbacks from the pin factory, no thread) and
+    ``LED`` for the indicators. Constructor arguments go by keyword: gpiozero
+    2.x makes them keyword-only after the pin.
     """
+
+    #: The button's debounce time (s): a push button bounces for a few ms.
+    BUTTON_BOUNCE_S = 0.05
 
     def __init__(self, sensors, pin_factory=None, notify=None, now=time.monotonic, wall=time.time, started=None):
         self.sensors = sensors
         self._wall = wall
         self._notify = notify
         self._queue = collections.deque()
+        self._early = collections.deque()
         self._devices = []
         self._pirs = []
         self._leds = []
         self._button = None
         self.coincidence = Coincidence(sensors.pir_pins, sensors.coincidence_s, sensors.cooldown_s,
-                                       sensors.warmup_s, now=now, wall=wall, started=started)
+                                       sensors.warmup_s, now=now, wall=wall, started=started,
+                                       early_burst=sensors.early_capture_burst if sensors.early_capture else 0,
+                                       early_refill_s=sensors.early_capture_refill_s)
         try:
             self._open(pin_factory)
         except Exception as exc:  # hardware libraries raise anything (lgpio.error, RuntimeError, ...)
@@ -223,26 +297,29 @@ class Detector:
             raise PermanentError(f"cannot open GPIO pins {self.pins}: {type(exc).__name__}: {exc}") from exc
 
     def _open(self, pin_factory):
-        from gpiozero import LED, Button, MotionSensor
+        from gpiozero import LED, DigitalInputDevice
 
         s = self.sensors
-        # Keyword arguments only: gpiozero 2.x constructors are keyword-only after the pin.
         for pin in s.pir_pins:
-            self._pirs.append(self._track(MotionSensor(pin=pin, queue_len=1, sample_rate=s.sample_rate,
-                                                       pin_factory=pin_factory)))
+            # Active high, with the internal pull-down: a PIR whose lead came off reads "no motion"
+            # instead of a floating input's random edges.
+            self._pirs.append(self._track(DigitalInputDevice(pin=pin, pull_up=False, pin_factory=pin_factory)))
         for pin in s.led_pins:
             self._leds.append(self._track(LED(pin=pin, pin_factory=pin_factory)))
         if s.button_pin is not None:
-            self._button = self._track(Button(pin=s.button_pin, pull_up=True, bounce_time=0.05,
-                                              pin_factory=pin_factory))
-            self._button.when_pressed = self._on_button
+            # To ground, with the internal pull-up: pressed = low = active.
+            self._button = self._track(DigitalInputDevice(pin=s.button_pin, pull_up=True,
+                                                          bounce_time=self.BUTTON_BOUNCE_S,
+                                                          pin_factory=pin_factory))
+            self._button.when_activated = self._on_button
         for index, device in enumerate(self._pirs):
-            device.when_motion = self._callback(index, True)
-            device.when_no_motion = self._callback(index, False)
-        # when_motion never fires for a pin already high at the first sample: read every level once,
-        # after the callbacks are attached (an edge in between is reported twice; activate() is idempotent).
+            device.when_activated = self._callback(index, True)
+            device.when_deactivated = self._callback(index, False)
+        # An edge callback never fires for a pin already high when it is attached: read every level
+        # once, after the callbacks are attached (an edge in between is reported twice; activate() is
+        # idempotent).
         for index, device in enumerate(self._pirs):
-            self._pir_changed(index, bool(device.motion_detected))
+            self._pir_changed(index, bool(device.is_active))
 
     def _track(self, device):
         self._devices.append(device)
@@ -253,7 +330,7 @@ class Detector:
             self._pir_changed(index, active)
         return callback
 
-    # -- gpiozero threads ----------------------------------------------------
+    # -- the pin library's thread ---------------------------------------------
     def _pir_changed(self, index, active):
         if self._leds:
             self._leds[index].value = active
@@ -269,7 +346,8 @@ class Detector:
 
     def _push(self, events):
         if events:
-            self._queue.extend(events)
+            for event in events:
+                (self._early if event.source == "early" else self._queue).append(event)
             if self._notify is not None:
                 self._notify()
 
@@ -280,8 +358,15 @@ class Detector:
         s = self.sensors
         return {"pir": list(s.pir_pins), "button": s.button_pin, "led": list(s.led_pins)}
 
+    def take_early(self):
+        """Early events (rule 6) queued by callbacks: hints that the cameras may start, not motion."""
+        out = []
+        while self._early:
+            out.append(self._early.popleft())
+        return out
+
     def poll(self):
-        """Events to record now: those queued by callbacks, then those due by time."""
+        """Motion events to record now: those queued by callbacks, then those due by time."""
         out = []
         while self._queue:
             out.append(self._queue.popleft())
@@ -296,7 +381,7 @@ class Detector:
 
     def close(self):
         """Close every device (idempotent); errors are logged, never raised."""
-        # In creation order: the PIRs (whose threads call back into the LEDs) stop first.
+        # In creation order: the PIRs (whose callbacks call into the LEDs) stop first.
         while self._devices:
             device = self._devices.pop(0)
             try:

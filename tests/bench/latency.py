@@ -203,12 +203,12 @@ class Proc:
 
     running = set()
 
-    def __init__(self, label, argv, env):
+    def __init__(self, label, argv, env, preexec_fn=None):
         self.label = label
         self.lines = []  # [(monotonic, text)]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=env, cwd="/")
+                                     stderr=subprocess.PIPE, env=env, cwd="/", preexec_fn=preexec_fn)
         self.ended = None
         Proc.running.add(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -266,6 +266,15 @@ def _nonempty(directory, suffix=None):
         return False
 
 
+def _stamp_id(path):
+    """What tells one rewrite of a file from another (a rename makes a new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
 def run_pipeline(cam, sink, n, mode, env_extra=None):
     """One alarm through trigger -> capture -> send; return the processes and the sink's accept times."""
     spool = cam.spool
@@ -273,6 +282,8 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
     env = job_env(cam, env_extra)
     sink.reset()
     expected = 2 * n
+    stamp = spool.dir("state") / "capturing.json"
+    seen = _stamp_id(stamp)
     t0 = time.monotonic()
     trigger = Proc("trigger", [str(ROOT / "bin/seccam"), "trigger", "--quiet"], env)
     captures, sends = [], []
@@ -285,14 +296,17 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
         if not capture_running and _nonempty(events_new):
             captures.append(Proc("capture", [str(ROOT / "jobs/capture")], env))
             capture_running = True
+        changed = _stamp_id(stamp)
         if not send_running:
-            if mode == "path":
-                start_send = _nonempty(outbox_new)
+            if mode == "path":  # seccam-send.path: outbox/new not empty, or state/capturing.json rewritten
+                start_send = _nonempty(outbox_new) or changed != seen
             else:  # chained: once, when the capture job has exited
                 start_send = captures and not capture_running and not sends
             if start_send:
                 sends.append(Proc("send", [str(ROOT / "jobs/send")], env))
                 send_running = True
+        if send_running or mode != "path":
+            seen = changed
         done = (len(sink.accepted) >= expected and trigger.ended is not None
                 and not capture_running and not send_running and not _nonempty(outbox_new))
         if done:
@@ -313,8 +327,9 @@ def run_pipeline(cam, sink, n, mode, env_extra=None):
 
 def pipeline_sample(cam, sink, n, mode):
     t0, trigger, captures, sends, accepted = run_pipeline(cam, sink, n, mode)
-    # The k-th message the sink accepted is the k-th "state=sent" line of the send runs (one connection each).
-    sent = [m.group(1) for p in sends for _, m in p.matches(r"message=(\S+) state=sent")]
+    # The k-th message the sink accepted is the k-th "state=sent" line of the send runs, in time order.
+    sent = [m.group(1) for _, m in sorted(((t, m) for p in captures + sends
+                                          for t, m in p.matches(r"message=(\S+) state=sent")), key=lambda x: x[0])]
     if len(sent) != len(accepted) or len(accepted) != 2 * n:
         raise RuntimeError(f"{n} camera(s): {len(accepted)} accepted, send logged {len(sent)}, expected {2 * n}")
     previews = [t for (t, _), name in zip(accepted, sent) if ".preview." in name]
@@ -333,12 +348,13 @@ def pipeline_sample(cam, sink, n, mode):
         "first message encrypted (outbox)": rel(enc[0]) if enc else None,
         "last message encrypted (outbox)": rel(enc[-1]) if enc else None,
         "jobs/capture exited": rel(cap.ended),
-        "jobs/send started": rel(sends[0].started),
-        "SMTP connected": rel(sends[0].first(r"state=connected")),
+        "jobs/send started": rel(sends[0].started) if sends else None,
+        "SMTP connected": rel(min((t for p in captures + sends for t, _ in p.matches(r"state=connected")),
+                                  default=None)),
         "first preview accepted": rel(previews[0]),
         "all previews accepted": rel(max(previews)),
         "last message accepted": rel(accepted[-1][0]),
-        "jobs/send exited": rel(sends[-1].ended),
+        "jobs/send exited": rel(sends[-1].ended) if sends else None,
     }
     return {"first_preview": rel(previews[0]), "all_previews": rel(max(previews)),
             "last": rel(accepted[-1][0]), "timeline": timeline, "send_runs": len(sends),
@@ -496,8 +512,11 @@ def render(results, args, info, started, elapsed_s):
     variants = results["variants"]
     out.append(f"Measured {started:%Y-%m-%d %H:%M} UTC on {info['cpu']}, nproc={info['nproc']},")
     out.append(f"Linux {info['kernel']}, {info['python']}, {info['gpg']};")
+    load = results.get("load")
     out.append(f"{args.reps} repetition(s) per variant, interleaved in a shuffled order; "
-               f"the run took {elapsed_s:.0f} s.")
+               f"the run took {elapsed_s:.0f} s"
+               + (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other jobs on this "
+                  "machine)" if load else "") + ".")
     out.append("")
     out.append(f"Regenerate: `{COMMAND}{' --quick' if args.quick else ''}` (from the repository root).")
     out.append("")
@@ -682,6 +701,7 @@ def main(argv=None):
 
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.monotonic()
+    load_start = os.getloadavg()[0]
     info = machine()
     rng = random.Random(args.seed)
     cams = {}
@@ -725,7 +745,8 @@ def main(argv=None):
         for cam in cams.values():
             cam.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    results = {"variants": variants, "imports": imports, "bare_python_ms": bare}
+    results = {"variants": variants, "imports": imports, "bare_python_ms": bare,
+               "load": (load_start, os.getloadavg()[0])}
     text = render(results, args, info, started, time.monotonic() - t_start)
     sys.stdout.write(text)
     if target:

@@ -56,6 +56,9 @@ def _detect():
     found = discover.detect()
     for note in found.notes:
         print(f"seccam cameras: note: {note}", file=sys.stderr)
+    if not found.cameras and found.denied:
+        raise PermanentError("no cameras found, but the camera devices could not be opened (see the note "
+                             "above): run it as root or as a member of group video")
     if not found.cameras:
         raise PermanentError("no cameras found: no camera module in `rpicam-still --list-cameras` and no USB "
                              "video capture device (check the ribbon cable or the USB plug; see docs/setup.md)")
