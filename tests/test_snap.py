@@ -78,6 +78,17 @@ def test_disarmed_motion_is_recorded_not_captured_and_a_snap_still_is(cam):
     assert len(ready(spool, "-alarm")) == 1
 
 
+def test_disarmed_a_first_pir_edge_does_not_start_the_cameras(cam):
+    cfg, spool = cam
+    armed.change(spool, False, OWNER, "chat")
+    now = time.time()
+    events.record_early(spool, 17, now, now + 2)
+    events.record(spool, "pir", [(17, now), (27, now + 1)])
+    assert capture.process(cfg, spool) == []
+    assert spool.items("early.new") == spool.items("early.active") == [] and spool.read_state("cameras") is None
+    assert len(spool.items("events.done")) == 1
+
+
 def test_an_unreadable_request_is_set_aside_and_the_others_are_captured(cam):
     cfg, spool = cam
     spool.write("requests.new", b"{not json", suffix=".json")
