@@ -17,7 +17,8 @@ owner after a first alarm. The jobs run as in production, as subprocesses throug
 multiple of P seconds (production: every minute, P = 60; a shorter P here only makes the gaps
 between runs come round sooner, each gap is as long as in production); a watcher polling every
 2 ms plays ``seccam-capture.path`` (``requests/new``, ``events/new`` -> jobs/capture) and
-``seccam-send.path`` (``outbox/new`` -> jobs/send), never two of a kind at once.
+``seccam-send.path`` (``outbox/new`` not empty, or ``state/capturing.json`` rewritten as a
+capture begins -> jobs/send), never two of a kind at once.
 
 Measured, in one run:
 
@@ -142,6 +143,15 @@ class Proc:
                 self.proc.wait()
 
 
+def _stamp(path):
+    """What PathChanged= reacts to: the file written again (a rename makes a new inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _nonempty(directory):
     try:
         return any(not n.startswith(".") for n in os.listdir(directory))
@@ -225,11 +235,18 @@ class Camera:
 
     def _paths(self):
         requests, events, outbox = (self.spool.dir(s) for s in ("requests.new", "events.new", "outbox.new"))
+        stamp = self.spool.dir("state") / "capturing.json"
+        seen = _stamp(stamp)
         while not self._stop.is_set():
             if not any(p.running() for p in self.procs["capture"]) and (_nonempty(requests) or _nonempty(events)):
                 self.procs["capture"].append(Proc("capture", [str(ROOT / "jobs/capture")], self.env))
-            if not any(p.running() for p in self.procs["send"]) and _nonempty(outbox):
+            changed = _stamp(stamp)
+            sending = any(p.running() for p in self.procs["send"])
+            if not sending and (_nonempty(outbox) or changed != seen):
                 self.procs["send"].append(Proc("send", [str(ROOT / "jobs/send")], self.env))
+                sending = True
+            if sending:  # a rewrite while the service runs does not start it again (as in latency.py)
+                seen = changed
             time.sleep(POLL_S)
 
     def stop(self):
