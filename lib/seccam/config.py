@@ -318,11 +318,6 @@ class _Validator:
             self.fail(full, f"must be at most {maximum}, got {value}")
         return value
 
-    def _bool(self, full, value):
-        if not isinstance(value, bool):
-            self.fail(full, f"expected true or false, got {self._show(value)}")
-        return value
-
     def _int(self, full, value, minimum=None, maximum=None):
         return self._number(full, value, minimum, maximum, integer=True)
 
