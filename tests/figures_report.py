@@ -14,6 +14,8 @@ TABLES = {
     "outage": ("Outage scenarios (real loopback SMTP server)",
                ["scenario", "queued", "delivered", "lost", "duplicated", "note"]),
     "kill": ("SIGKILL at each checkpoint, then rerun", ["point", "tried", "lost", "duplicated"]),
+    "command-kill": ("SIGKILL while a chat command is handled, then rerun (acted: 1 once, 0 not at all)",
+                     ["point", "tried", "acted", "duplicated"]),
     "enospc": ("Full disk (real ENOSPC on a size-limited tmpfs)", ["run", "alarms", "kept", "exit_code", "note"]),
     "malformed": ("Malformed input (hypothesis, bounded)", ["input", "tried", "crashes"]),
 }

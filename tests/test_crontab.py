@@ -69,7 +69,7 @@ def test_every_job_is_started_through_its_unit_as_root():
 def test_crontab_runs_capture_send_and_inbox_as_safety_net_and_ends_incidents_every_minute():
     jobs = {cmd.split()[1]: when for when, _, cmd in _entries()}
     assert jobs == {"heartbeat": "0 * * * *", "capture": "* * * * *",
-                    "send": "* * * * *", "inbox": "*/5 * * * *", "incident": "* * * * *"}
+                    "send": "* * * * *", "inbox": "* * * * *", "incident": "* * * * *"}
 
 
 @pytest.mark.parametrize("command", [cmd for _, _, cmd in _entries()])
@@ -77,7 +77,18 @@ def test_every_cron_job_has_a_unit_and_a_job_program(command):
     job = command.split()[1]
     assert (REPO / "jobs" / job).is_file() and (REPO / "jobs" / job).stat().st_mode & 0o111
     unit = REPO / "lib" / "systemd" / "system" / f"seccam-{job}.service"
-    assert f"ExecStart=/opt/seccam/jobs/{job}\n" in unit.read_text()
+    assert re.search(rf"^ExecStart=/opt/seccam/jobs/{job}( --watch)?$", unit.read_text(), re.M)
+
+
+def test_the_header_examples_of_arming_by_time_of_day_are_lines_cron_accepts(tmp_path):
+    examples = [line[1:].strip() for line in CRONTAB.read_text().splitlines()
+                if line.startswith("#   ") and "/opt/seccam/bin/seccam " in line]
+    assert {line.split()[7] for line in examples} == {"arm", "disarm"}
+    if shutil.which("crontab"):
+        copy = tmp_path / "crontab"
+        copy.write_text(without_user_column("\n".join(examples) + "\n"))
+        result = subprocess.run(["crontab", "-n", str(copy)], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr + result.stdout
 
 
 def test_the_header_examples_are_heartbeat_lines_that_cron_accepts(tmp_path):

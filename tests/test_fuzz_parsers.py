@@ -226,6 +226,13 @@ def mailbox():
     claims = forgery.inner_message(OWNER, [CAM_ADDR], autocrypt_keydata=mallory_key)    # Mallory signs
     rewrapped = forgery.rewrap(mallory_home, forgery.unwrap(
         mallory_home, encrypted(to_mallory, recipients=(mallory_fpr, owner_fpr))), [cam_fpr])
+    # Commands nobody may give: Mallory's own, the owner's to someone else re-encrypted, unsigned.
+    disarm_claims = forgery.inner_message(OWNER, [CAM_ADDR], text="/disarm")
+    disarm_to_mallory = forgery.inner_message(OWNER, [MALLORY], text="/snap")
+    commands = [encrypted(disarm_claims, signer=mallory_fpr, gpg=mallory),
+                forgery.rewrap(mallory_home, forgery.unwrap(
+                    mallory_home, encrypted(disarm_to_mallory, recipients=(mallory_fpr, owner_fpr))), [cam_fpr]),
+                encrypted(disarm_claims, sign=False)]
     armored = [encrypted(inner_join),
                encrypted(f"From: <{OWNER}>\r\nAutocrypt: {good_ac}\r\nContent-Type: text/plain\r\n\r\nhi\r\n".encode()),
                encrypted(b"Content-Type: multipart/report\r\n\r\nx\r\n"),
@@ -233,7 +240,8 @@ def mailbox():
                encrypted(b"Content-Type: text/plain\r\n\r\nunsigned\r\n", sign=False),
                encrypted(b"Content-Type: text/plain\r\n\r\nfor the owner only\r\n", recipients=(owner_fpr,)),
                encrypted(chat), rewrapped, encrypted(claims, signer=mallory_fpr, gpg=mallory),
-               encrypted(inner_join.replace(owner_fpr.encode(), mallory_fpr.encode()), signer=mallory_fpr, gpg=mallory)]
+               encrypted(inner_join.replace(owner_fpr.encode(), mallory_fpr.encode()), signer=mallory_fpr, gpg=mallory)
+               ] + commands
     env = mime.Envelope(from_name="Owner", from_addr=OWNER, to=(CAM_ADDR,),
                         date=_dt.datetime(2026, 11, 25, tzinfo=_dt.timezone.utc),
                         message_id="<fuzz@seccam.test>", subject="[...]")
@@ -269,6 +277,12 @@ def _check_invariants(mb):
     crypto = encrypt.prepare(cfg, mb["cam"])
     assert set(crypto.recipient_fprs) <= set(pinned.values())
     assert crypto.recipient_fprs[crypto.recipients.index(OWNER)] == mb["owner_fpr"]
+    # No command was obeyed: the owner's only signed message here is conversation.
+    from seccam import armed
+    spool = mb["session"].spool
+    assert armed.read(spool).id is None and armed.current(spool).armed, "the armed state changed"
+    assert spool.items("requests.new") == [], "a /snap was queued"
+    assert spool.items("sets.ready") == [], "something was answered"
 
 
 def _handle(mailbox, raw):

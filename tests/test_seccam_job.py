@@ -60,3 +60,17 @@ def test_anything_but_one_known_job_is_a_usage_error(args, message):
     result = run_bash("bin/seccam-job", *args)
     assert result.returncode == 64
     assert result.stderr.startswith("seccam-job: error: ") and message in result.stderr
+
+
+def test_without_systemd_the_inbox_watches_as_its_unit_does(short_tmp):
+    """seccam-job passes --watch to jobs/inbox, like the unit's ExecStart (the job says so at debug level)."""
+    path = short_tmp / "seccam.toml"
+    path.write_text(f'spool_dir = "{short_tmp}/spool"\nstate_dir = "{short_tmp}/state"\n[account]\n'
+                    'address = "cam@seccam.test"\npassword = "x"\nsmtp_host = "127.0.0.1"\nsmtp_security = "plain"\n'
+                    'imap_host = "127.0.0.1"\nimap_port = 9\nimap_security = "plain"\ntimeout_s = 2\n')
+    path.chmod(0o600)
+    env = {**os.environ, "SECCAM_SYSTEMD_RUN_DIR": str(short_tmp / "absent"), "SECCAM_CONFIG": str(path),
+           "DEBUG": "1", "SECCAM_LOG_STDERR": "1", "SECCAM_NO_SYSLOG": "1"}
+    result = run_bash("bin/seccam-job", "inbox", env=env, timeout=120)
+    assert result.returncode == 75, result.stderr  # nothing listens on port 9: a temporary failure
+    assert "debug: watch=" in result.stderr and "cannot connect" in result.stderr

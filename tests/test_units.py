@@ -128,9 +128,10 @@ def test_path_unit_starts_the_service_of_the_same_name(unit):
     assert (UNIT_DIR / options["Unit"][0]).is_file()
     directories = options["DirectoryNotEmpty"]
     assert directories and all(d.startswith("/var/spool/seccam/") for d in directories)
-    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early events;
-    # incident: the incidents whose gap has passed).
-    watched = {"seccam-capture.path": ["/var/spool/seccam/events/new", "/var/spool/seccam/early/new"],
+    # Every queue whose items a path unit's job claims is watched by it (capture: motion and early
+    # events, /snap requests; incident: the incidents whose gap has passed).
+    watched = {"seccam-capture.path": ["/var/spool/seccam/events/new", "/var/spool/seccam/early/new",
+                                       "/var/spool/seccam/requests/new"],
                "seccam-send.path": ["/var/spool/seccam/outbox/new"],
                "seccam-incident.path": ["/var/spool/seccam/incidents/closing"]}
     assert directories == watched[unit]

@@ -10,6 +10,13 @@ opened by two captures at the same time anyway. Under the lock nothing in
 ``events/active`` belongs to a live process, so the start-up scan returns it
 to ``events/new``: a run killed at any instant loses no event.
 
+While the camera is disarmed (seccam.armed) motion events are still claimed
+and moved to ``events/done`` (status and the heartbeat count them), but not
+captured, and early events are removed without starting the cameras. A
+person asking for pictures is served whether armed or not: a ``/snap``
+(``requests/``, seccam.snap) is captured first, and a press of the push button
+(seccam.incident.REQUESTED_SOURCES) is captured as an alarm.
+
 Events closer together than ``cooldown_s`` become one capture. Where a capture
 goes is seccam.incident's decision: the first of an incident (or a person's
 request) is an alarm set in ``sets/ready``, sent at once; the later ones of an
@@ -33,8 +40,8 @@ import logging
 import os
 import time
 
+from . import armed, events, imageset, incident, snap
 from . import early as _early
-from . import events, imageset, incident
 from .faults import checkpoint
 from .errors import SeccamError
 from .spool import TMP_MAX_AGE_S, Spool, SpoolFormatError
@@ -61,12 +68,31 @@ def process(config, spool, now=time.time, while_waiting=None):
         spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
         spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
         incident.recover(spool)
+        snap.recover(spool)
         while True:
+            requested = snap.capture_all(config, spool, now, while_waiting)  # a person asked: first, armed or not
+            if requested:
+                while_waiting = None
+                published += requested
             claimed = _claim_all(spool)
             early = _early.claim_all(spool)
             if not claimed and not early:
+                if requested:
+                    continue
                 break
             checkpoint("capture.claimed")
+            if not armed.is_armed(spool, now()):  # the one place where the armed state decides
+                for ev in early:
+                    spool.remove(ev["_path"])  # a first PIR edge: the cameras stay off while disarmed
+                    log.info("early=%s state=removed reason=disarmed", ev["_path"].name)
+                asked = [ev for ev in claimed if ev.get("source") in incident.REQUESTED_SOURCES]
+                for ev in claimed:
+                    if ev.get("source") not in incident.REQUESTED_SOURCES:
+                        spool.move(ev["_path"], "events.done")
+                        log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
+                claimed, early = asked, []  # the push button is a person asking: served, armed or not
+                if not claimed:
+                    continue
             for ev in early:
                 path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
                                       while_waiting=while_waiting)

@@ -141,6 +141,15 @@ class Incident:
 
 
 @dataclasses.dataclass(frozen=True)
+class Control:
+    """Remote control from the chat (seccam.control): who may do what, and how fresh a command must be."""
+
+    enabled: bool = True
+    arm_disarm: tuple | None = None  # None: every recipient may /arm and /disarm
+    window_s: float = 900.0          # a signed message older (or newer) than this is stale
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole validated configuration file."""
 
@@ -151,6 +160,7 @@ class Config:
     cameras: tuple
     account: Account | None
     delivery: Delivery
+    control: Control = Control()
     events_keep_days: int = 7
     spool_budget_mb: float | None = None
     min_free_mb: float | None = None
@@ -318,16 +328,16 @@ class _Validator:
             self.fail(full, f"must be at most {maximum}, got {value}")
         return value
 
-    def _bool(self, full, value):
-        if not isinstance(value, bool):
-            self.fail(full, f"expected true or false, got {self._show(value)}")
-        return value
-
     def _int(self, full, value, minimum=None, maximum=None):
         return self._number(full, value, minimum, maximum, integer=True)
 
     def _float(self, full, value, minimum=None, maximum=None):
         return float(self._number(full, value, minimum, maximum))
+
+    def _bool(self, full, value):
+        if not isinstance(value, bool):
+            self.fail(full, f"expected true or false, got {self._show(value)}")
+        return value
 
     def _pin(self, full, value):
         if isinstance(value, bool) or not isinstance(value, int) or value not in _BCM_PINS:
@@ -368,7 +378,8 @@ class _Validator:
     # -- sections ---------------------------------------------------------
     def config(self, data, mode):
         self.check_keys(data, "", {"spool_dir", "state_dir", "events_keep_days", "spool_budget_mb", "min_free_mb",
-                                   "sensors", "camera", "account", "delivery", "incident"})
+                                   "sensors", "camera", "account", "delivery", "incident",
+                                   "control"})
         spool_dir = self.get(data, "", "spool_dir", "path", Path("/var/spool/seccam"))
         state_dir = self.get(data, "", "state_dir", "path", Path("/var/lib/seccam"))
         keep = self.get(data, "", "events_keep_days", "int", 7, minimum=0, maximum=3650)
@@ -379,8 +390,9 @@ class _Validator:
         account = self.account(data["account"], mode) if "account" in data else None
         delivery = self.delivery(self.table(data, "delivery"))
         incident = self.incident(self.table(data, "incident"))
+        control = self.control(self.table(data, "control"))
         return Config(path=self.path, spool_dir=spool_dir, state_dir=state_dir, sensors=sensors,
-                      cameras=cameras, account=account, delivery=delivery, events_keep_days=keep,
+                      cameras=cameras, account=account, delivery=delivery, control=control, events_keep_days=keep,
                       spool_budget_mb=budget, min_free_mb=min_free, incident=incident)
 
     def table(self, data, key):
@@ -550,6 +562,14 @@ class _Validator:
             hold_days=self.get(t, kp, "hold_days", "float", 7.0, minimum=0.01, maximum=365),
         )
 
+    def control(self, t):
+        kp = "control"
+        self.check_keys(t, kp, {f.name for f in dataclasses.fields(Control)})
+        return Control(
+            enabled=self.get(t, kp, "enabled", "bool", True),
+            arm_disarm=self.get(t, kp, "arm_disarm", "addresses", None),
+            window_s=self.get(t, kp, "window_s", "float", 900.0, minimum=30, maximum=86400),
+        )
 
     def incident(self, t):
         kp = "incident"

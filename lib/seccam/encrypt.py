@@ -62,6 +62,13 @@ What each set becomes (docs/deltachat.md):
 * update and closing (seccam.incident: an incident's "motion continues" and its
   summary with the contact sheets): the messages its ``meta.json`` lists, one
   image each (an update's picture, a contact sheet), the text in the first.
+* snap (jobs/capture, a person's ``/snap`` in the chat, seccam.snap): like an
+  alarm, headed "Snapshot ..., requested by ...", into the chat the command
+  came from;
+* reply (seccam.replies: an answer to a chat command, an armed-state
+  announcement): one text-only message. A reply or a snap that names one
+  recipient (``to``; a command from a 1:1 chat) goes to that recipient alone,
+  without the group headers, so that it lands in that 1:1 chat.
 
 With one recipient the messages form a 1:1 chat; with several, one encrypted
 Delta Chat group (``Chat-Group-ID`` stable per camera key, ``Chat-Group-Name``,
@@ -92,7 +99,7 @@ _PUBLISHED_PREFIX = ".published-"
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 LOCK_TIMEOUT_S = 600
-KINDS = ("alarm", "heartbeat", "welcome", "summary", "update", "closing")
+KINDS = ("alarm", "heartbeat", "welcome", "summary", "update", "closing", "snap", "reply")
 # Kinds whose meta.json lists its messages ready-made (seccam.incident writes them).
 LISTED = ("update", "closing")
 COPY_MARK = "-to"  # <event>-to<8 hex of the address>-alarm: a held copy for one recipient
@@ -149,6 +156,12 @@ class Crypto:
     heartbeat_image: str = "full"  # "full" | "preview"
     missing: tuple = ()          # recipients without a usable key: their alarms wait as copies
     deliver_to: tuple | None = None  # outer To/envelope if not every recipient (a held copy)
+
+    def one_to_one(self, address):
+        """The messages of a 1:1 chat with ``address``: encrypted and delivered to that recipient, no group."""
+        fpr = self.recipient_fprs[self.recipients.index(address)]
+        return dataclasses.replace(self, recipients=(address,), recipient_fprs=(fpr,), group=None, gossip=(),
+                                   deliver_to=None, missing=())
 
     def only_for(self, address):
         """The same messages (same group, same members), encrypted to and delivered to ``address``."""
@@ -345,6 +358,14 @@ def _process_set(spool, path, crypto, result):
             spool.move(path, "sets.held")
             return
         crypto = crypto.only_for(address)
+    to = chat_of(meta)
+    if to is not None:
+        if to not in crypto.recipients:
+            # An answer to a person whose key cannot encrypt now: nobody else may read it.
+            spool.remove(path)
+            log.warning("set=%s state=removed reason=no-usable-key-for-1:1-answer to=%s", set_id, to)
+            return
+        crypto = crypto.one_to_one(to)
     planned = plan(meta, path, crypto.heartbeat_image)
     todo = []
     for item in planned:
@@ -494,7 +515,23 @@ def load_meta(path):
                 raise SpoolFormatError(f"meta.json: messages[{i}].image is not a file name")
             if not isinstance(m.get("camera", "all"), str) or not _CAMERA_RE.match(m.get("camera", "all")):
                 raise SpoolFormatError(f"meta.json: messages[{i}].camera is not a camera name")
+    if meta["kind"] == "reply" and not all(isinstance(meta.get(k), str) for k in ("subject", "text")):
+        raise SpoolFormatError("meta.json: a reply needs a subject and a text")
+    if meta["kind"] in ("snap", "reply") and not all(isinstance(e, dict) for e in meta.get("events", [])):
+        raise SpoolFormatError("meta.json: events of a snap are not requests")
+    to = chat_of(meta)
+    if to is not None and (not isinstance(to, str) or "@" not in to):
+        raise SpoolFormatError("meta.json: to is not one recipient's address")
     return meta
+
+
+def chat_of(meta):
+    """The one recipient whose 1:1 chat a reply or a snap answers, or None (the camera's chat)."""
+    if meta.get("kind") == "reply":
+        return meta.get("to")
+    if meta.get("kind") == "snap" and meta.get("events"):
+        return meta["events"][0].get("to")
+    return None
 
 
 # -- what the messages say -----------------------------------------------------------------------
@@ -549,6 +586,8 @@ def plan(meta, set_path, heartbeat_image="full"):
             out.append(Planned(nn, m.get("camera", "all"), "sheet" if image else "text", m["subject"], m["text"],
                                image))
         return out
+    if meta["kind"] == "reply":
+        return [Planned(0, "all", "text", meta["subject"], meta["text"], None)]
     ok, failed = [], []
     for cam in meta["cameras"]:
         if cam["ok"] and not all((Path(set_path) / cam[k]).is_file() for k in ("full", "preview")):
@@ -560,6 +599,10 @@ def plan(meta, set_path, heartbeat_image="full"):
         head, label, health, sensors = f"Motion detected {when}", "Motion", None, _sensor_lines(meta)
         if meta.get("for"):
             head += " (held until your key reached the camera)"
+    elif kind == "snap":
+        who = sorted({str(e.get("by")) for e in meta.get("events", [])}) or ["?"]
+        head = f"Snapshot {when}, requested by {', '.join(who)} (/snap)"
+        label, health, sensors = "Snapshot", None, []
     elif kind == "welcome":
         head = f"Connected {when}: seccam will send its alarms and heartbeats here."
         label, health, sensors = "Connected", (meta.get("health") or {}).get("text"), []
@@ -572,7 +615,7 @@ def plan(meta, set_path, heartbeat_image="full"):
         body = [head, "No camera worked." if meta["cameras"] else "No camera is configured."] + sensors + extra
         out.append(Planned(0, "all", "text", f"{label}: no image", "\n".join(body), None))
         return out
-    if kind != "alarm":
+    if kind not in ("alarm", "snap"):
         for nn, cam in enumerate(ok):
             name = cam["name"]
             lines = [head, f"Camera {name}{_taken(cam)}"] + (extra if nn == 0 else [])
@@ -585,10 +628,10 @@ def plan(meta, set_path, heartbeat_image="full"):
         name = cam["name"]
         lines = [head, f"Camera {name}{_taken(cam)} (preview; full size follows)"] + sensors \
             + (extra if nn == 0 else [])
-        out.append(Planned(nn, name, "preview", f"Motion: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
+        out.append(Planned(nn, name, "preview", f"{label}: {name}", "\n".join(lines), Path(set_path) / cam["preview"]))
     for nn, cam in enumerate(ok, start=len(ok)):
         name = cam["name"]
-        out.append(Planned(nn, name, "full", f"Motion: {name} (full size)",
+        out.append(Planned(nn, name, "full", f"{label}: {name} (full size)",
                            f"Camera {name}, full size, {when}{_taken(cam)}", Path(set_path) / cam["full"]))
     return out
 

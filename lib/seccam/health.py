@@ -17,8 +17,8 @@ import time
 
 from . import events
 
-QUEUES = ("events.new", "events.active", "sets.ready", "sets.active", "sets.held",
-          "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt", "quarantine")
+QUEUES = ("events.new", "events.active", "requests.new", "requests.active", "sets.ready", "sets.active",
+          "sets.held", "outbox.new", "outbox.active", "outbox.deferred", "outbox.failed", "corrupt", "quarantine")
 # The poller refreshes its stamp every liveness_s; this many missed refreshes mean it is down.
 POLLER_GRACE = 3
 # What jobs/inbox sets aside in corrupt/ (seccam.inbox.SET_ASIDE_SUFFIX; not imported: inbox pulls in email).
@@ -259,6 +259,17 @@ def blockers(config, spool):
     return out
 
 
+def armed_state(spool, now):
+    """The armed state in force (seccam.armed), with the motion events recorded while disarmed."""
+    from . import armed
+    state = armed.current(spool, now)
+    info = state.as_json()
+    info["text"] = state.text()
+    if not state.armed:
+        info["motion_since"] = events_since(spool, state.changed)
+    return info
+
+
 def snapshot(config, spool, now=None, with_keys=True, with_blockers=False):
     now = time.time() if now is None else now
     motion = last_motion(spool)
@@ -280,6 +291,7 @@ def snapshot(config, spool, now=None, with_keys=True, with_blockers=False):
         "outage": outage(spool, queues),
         "incident": incidents(config, spool, now),
         "held_for": held_for(spool),
+        "armed": armed_state(spool, now),
     }
     if with_keys:
         snap["key_changes"] = key_problems(config)
@@ -301,6 +313,10 @@ def _bytes(n):
 def summary_text(snap, since_count=None, results=None, since=None):
     """The short health text a heartbeat carries; ``since`` (ISO) is the previous heartbeat."""
     lines = []
+    armed = snap.get("armed")
+    if armed:
+        lines.append(armed["text"] + (f" Motion events since: {armed['motion_since']}."
+                                      if "motion_since" in armed else ""))
     if results is not None:
         cams = ", ".join(f"{r.camera} ok" if r.ok else f"{r.camera} FAILED ({r.error})" for r in results)
     else:
@@ -316,6 +332,8 @@ def summary_text(snap, since_count=None, results=None, since=None):
         lines.append(f"Motion sensors were down from {down['from']} to {down['to']} ({how}).")
     if since_count is not None:
         lines.append(f"Motion events since the last heartbeat: {since_count}.")
+    else:
+        lines.append(f"Last motion: {snap.get('last_motion') or 'never'}.")
     from .incident import status_text
     current = status_text(snap.get("incident"))
     if current:

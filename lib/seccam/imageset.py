@@ -125,7 +125,8 @@ def publish(config, spool, kind, set_id, tmp, results, event_list=(), health=Non
 
 def record_camera_state(spool, results, now):
     previous = spool.read_state("cameras") or {}
-    state = {}
+    # A capture of some cameras (a /snap of one) keeps what is known of the others.
+    state = {name: entry for name, entry in previous.items() if name not in {r.camera for r in results}}
     for r in results:
         entry = {"ok": r.ok, "time": events.iso(now), "seconds": round(r.seconds, 3)}
         old = previous.get(r.camera) if isinstance(previous.get(r.camera), dict) else {}

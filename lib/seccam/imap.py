@@ -19,16 +19,29 @@ trusted: a human must act). The password never appears in an error.
 A message body is fetched with a partial ``BODY.PEEK[]<0.N>`` so that a server
 (or a sender) lying about a size can never make the camera read more than
 ``max_bytes + 1`` bytes.
+
+:meth:`Imap.idle` waits for new mail with IDLE (RFC 2177): the command, the
+server's continuation, its untagged reports and the answer to ``DONE`` are read
+straight from the socket with ``select()`` and a deadline (imaplib has no IDLE
+before Python 3.14, and its buffered reader must not be read with a timeout).
+Whatever the server says that is not what RFC 2177 allows ends the connection
+with an :class:`ImapTemporaryError`; the caller connects again.
 """
 
+import itertools
 import logging
 import re
+import time
 
 from .errors import ConfigError, PermanentError, TemporaryError
 
 log = logging.getLogger("seccam.imap")
 
 MAILBOX = "INBOX"
+# Untagged reports during IDLE that mean "look again": new or removed mail, changed flags.
+_IDLE_NEWS_RE = re.compile(rb"^\* (?:\d+ (?:EXISTS|RECENT|EXPUNGE|FETCH)\b|BYE\b)", re.I)
+_MAX_LINE = 64 * 1024
+_IDLE_TAGS = itertools.count(1)
 _FETCH_RE = re.compile(rb"UID (\d+)")
 _SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
 
@@ -41,6 +54,10 @@ class ImapPermanentError(PermanentError):
     pass
 
 
+class NoIdle(ImapTemporaryError):
+    """The server refused IDLE although it advertised it: poll instead."""
+
+
 class Imap:
     """``with Imap(account) as box: for uid, size in box.list(): ...``"""
 
@@ -51,6 +68,7 @@ class Imap:
         self.account = account
         self._context = ssl_context
         self._conn = None
+        self._idle = None
         self.where = f"{account.imap_host}:{account.imap_port}"
 
     def __enter__(self):
@@ -108,8 +126,71 @@ class Imap:
                                      f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else _text(exc)}"
                                      ) from None
         self._conn = conn
+        self._idle = None
         log.debug("imap=%s security=%s state=connected", self.where, security)
         return self
+
+    def can_idle(self):
+        """True if the server offers IDLE (asked again after login: servers may say more then)."""
+        if self._idle is None:
+            try:
+                typ, data = self._conn.capability()
+                words = b" ".join(d for d in data if isinstance(d, bytes)).upper().split() if typ == "OK" else []
+            except Exception:  # noqa: BLE001 - a failed CAPABILITY only means: go by what the greeting said
+                words = []
+            self._idle = b"IDLE" in words or "IDLE" in self._conn.capabilities
+        return self._idle
+
+    def idle(self, seconds):
+        """Wait up to ``seconds`` in IDLE; True when the server reported news (new mail),
+        False when the time ran out. ImapTemporaryError if the connection fails (it is closed
+        then); :class:`NoIdle` if the server refuses the command."""
+        conn = self._conn
+        tag = b"SCI%d" % next(_IDLE_TAGS)
+        deadline = time.monotonic() + max(0.0, seconds)
+        reader = _Lines(conn.socket())
+        try:
+            if _buffered(conn):
+                return True  # the server said something already: look before waiting
+            conn.send(tag + b" IDLE\r\n")
+            first = reader.line(time.monotonic() + self.account.timeout_s)
+            if first is None:
+                raise ImapTemporaryError(f"{self.where}: no answer to IDLE")
+            if first.startswith(tag + b" "):
+                raise NoIdle(f"{self.where}: IDLE refused: {_text(first)}")
+            if not first.startswith(b"+"):
+                raise ImapTemporaryError(f"{self.where}: unexpected answer to IDLE: {_text(first)}")
+            news = False
+            while not news:
+                line = reader.line(deadline)
+                if line is None:
+                    break
+                news = bool(_IDLE_NEWS_RE.match(line))
+            conn.send(b"DONE\r\n")
+            answer_by = time.monotonic() + self.account.timeout_s
+            while True:
+                line = reader.line(answer_by)
+                if line is None:
+                    raise ImapTemporaryError(f"{self.where}: no answer to DONE")
+                if line.startswith(tag + b" "):
+                    break
+                news = news or bool(_IDLE_NEWS_RE.match(line))
+            if not line[len(tag) + 1:].upper().startswith(b"OK"):
+                raise ImapTemporaryError(f"{self.where}: IDLE ended with {_text(line)}")
+            if reader.buffer:
+                raise ImapTemporaryError(f"{self.where}: unexpected data after IDLE: {_text(reader.buffer)}")
+        except ImapTemporaryError:
+            self._drop()
+            raise
+        except (OSError, EOFError) as exc:
+            self._drop()
+            raise ImapTemporaryError(f"{self.where}: connection lost during IDLE: {_text(str(exc))}") from None
+        log.debug("imap=%s idle=done news=%s", self.where, news)
+        return news
+
+    def _drop(self):
+        _quietly_close(self._conn)
+        self._conn = None
 
     def close(self):
         conn, self._conn = self._conn, None
@@ -174,6 +255,50 @@ class Imap:
             raise ImapTemporaryError(f"{self.where}: EXPUNGE failed: {_text(exc)}") from None
         if typ != "OK":
             raise ImapTemporaryError(f"{self.where}: EXPUNGE failed: {_text(data)}")
+
+
+class _Lines:
+    """CRLF lines read from a socket with a deadline, without imaplib's buffered reader."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self, deadline):
+        """The next line without its CRLF, or None when ``deadline`` (monotonic) passes first."""
+        import select
+        while b"\r\n" not in self.buffer:
+            if len(self.buffer) > _MAX_LINE:
+                raise ImapTemporaryError(f"a line longer than {_MAX_LINE} bytes during IDLE")
+            pending = getattr(self.sock, "pending", lambda: 0)()  # TLS: bytes already decrypted
+            if not pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                    return None
+            data = self.sock.recv(4096)
+            if not data:
+                raise EOFError("the server closed the connection")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+
+def _buffered(conn):
+    """True if imaplib's reader holds bytes the server sent after its last answer (then IDLE
+    would wait for news that is already here). Peeks without blocking."""
+    import ssl
+    reader = getattr(conn, "file", None)
+    if reader is None:  # pragma: no cover - imaplib has kept it as .file from 3.0 to 3.13
+        return False
+    sock = conn.socket()
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        return bool(reader.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def _text(value):

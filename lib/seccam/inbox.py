@@ -41,10 +41,24 @@ What a message is used for:
   *verified* pending key. Everything else (clear text, unauthenticated inner
   parts) can offer a key only as an unverified pending change: mail never
   pins or replaces a key (seccam.keys).
+* Commands (seccam.control): the first line of the text of an authenticated
+  inner part, e.g. ``/snap``, ``/disarm 2h``. Only after the replay journal
+  recorded the message (record before act: a run killed in between has acted
+  at most once). The answers are camera messages like any other (seccam.replies
+  sets, encrypted and sent through the outbox at once); a ``/snap`` becomes a
+  request for the capture job (seccam.snap). A command in clear text or in an
+  unauthenticated message is logged and ignored, without an answer.
 * Anything else is logged and deleted.
 
 A temporary failure (IMAP/SMTP unreachable, disk full) leaves the message on
 the server for the next run; one bad message never stops the others.
+
+Two ways to run (``jobs/inbox``): one pass over the mailbox, or, with
+``--watch`` (what cron runs every minute), a pass and then IMAP IDLE until just
+before the next cron start, each arrival handled as the server reports it; a
+server without IDLE is asked every :data:`POLL_S` seconds. The ``inbox`` lock
+makes overlapping runs take turns: a run started while the previous one still
+finishes waits for it (until its own end) instead of handling the same mail.
 """
 
 import contextlib
@@ -57,6 +71,7 @@ import re
 import time
 
 from .errors import EX_OK, ConfigError, SeccamError, TemporaryError
+from .faults import checkpoint
 
 log = logging.getLogger("seccam.inbox")
 
@@ -71,6 +86,16 @@ MAX_SET_ASIDE = 20
 MAX_SET_ASIDE_BYTES = 4 * MAX_MESSAGE_BYTES
 SET_ASIDE_SUFFIX = ".inbox.eml"
 _MULTIPART_RE = re.compile(rb"content-type:\s*multipart/", re.I)
+# --watch: cron starts the job every PERIOD_S; it idles until MARGIN_S before the next start
+# (so that it has ended when systemd is asked to start it again: a start while it still runs
+# would only wait for it, and the minute after would have no watcher), or makes one pass only
+# when less than MIN_WATCH_S would be left.
+PERIOD_S = 60
+MARGIN_S = 2
+MIN_WATCH_S = 5
+# Without IDLE, look this often; after a lost connection, wait this long before connecting again.
+POLL_S = 3
+RECONNECT_S = 5
 
 
 class Hostile(Exception):
@@ -89,6 +114,10 @@ class Result:
     ignored: int = 0              # encrypted mail without authority (not authenticated, or a replay)
     replies_sent: int = 0
     replies_queued: int = 0
+    commands: int = 0             # authenticated commands acted on (seccam.control)
+    answers: int = 0              # reply sets they published (sent at the end of the pass)
+    requests: int = 0             # /snap requests for the capture job
+    passes: int = 0
     joined: list = dataclasses.field(default_factory=list)   # [(address, invite id)]
     rejected: list = dataclasses.field(default_factory=list)  # [(step, reason)]
 
@@ -152,6 +181,8 @@ class _Session:
         self.smtp_factory = smtp_factory
         self._gpg = self._store = self._inviter = self._smtp = self._journal = None
         self.result = Result()
+        self.done = Result()  # what the previous passes already followed up (welcome, send)
+        self.send_now = False
 
     @property
     def gpg(self):
@@ -208,7 +239,7 @@ class _Session:
     def journal(self):
         if self._journal is None:
             from .authn import Journal
-            self._journal = Journal(self.config.state_dir)
+            self._journal = Journal(self.config.state_dir, window_s=self.config.control.window_s)
         return self._journal
 
     def set_aside(self, raw, reason):
@@ -289,34 +320,48 @@ def handle(session, raw):
     if step is not None:
         return "dropped", f"from={sender} reason='Secure-Join step in clear text' step={step[:40]!r}"
     outcome = autocrypt.process_incoming(message, session.store, session.now())
-    return _autocrypt(session, sender, outcome, None)
+    return "autocrypt", f"from={sender} outcome={outcome} signed_by=-{_ignored_command(message, 'clear text')}"
+
+
+def _ignored_command(message, why):
+    """A log field when mail without authority looks like a command (it gets no answer)."""
+    from . import control
+    command = control.parse(message)
+    return f" command={command.line[:40]!r} command_ignored={why!r}" if command else ""
 
 
 def _encrypted(session, claimed, inner, decrypted):
     """A decrypted message that is no Secure-Join step. From here on only the signed inner
     part counts: ``claimed`` (the outer From) is for the log line, nothing else."""
-    from . import authn, autocrypt
+    from . import authn, autocrypt, control
 
     now = session.now()
     try:
         sender = authn.authenticate(inner, decrypted, session.store.pinned_addresses,
-                                    session.config.account.address, now)
+                                    session.config.account.address, now, window_s=session.config.control.window_s)
     except authn.NotAuthentic as exc:
         # Without authority the inner Autocrypt is worth what clear text is: at most an
         # unverified pending key for a person to look at.
         session.result.ignored += 1
         outcome = autocrypt.process_incoming(inner, session.store, now)
         return "unauthenticated", (f"from={claimed} reason={str(exc)!r} signed_by={decrypted.signer or '-'} "
-                                   f"autocrypt={outcome}")
+                                   f"autocrypt={outcome}{_ignored_command(inner, 'not authenticated')}")
     if not session.journal.admit(sender, now=now):
         session.result.ignored += 1
-        return "replay", f"from={sender.address} signed_by={sender.fingerprint} reason='acted on before'"
+        return "replay", (f"from={sender.address} signed_by={sender.fingerprint} reason='acted on before'"
+                          f"{_ignored_command(inner, 'replay')}")
+    checkpoint("inbox.admitted")
+    # Recorded in the journal: from here on the message is acted on at most once.
+    handled = control.handle(session.config, session.spool, sender.address, inner, now, session.gpg.camera_key)
+    fields = ""
+    if handled is not None:
+        ctx, fields = handled
+        session.result.commands += 1
+        session.result.answers += ctx.answers
+        session.result.requests += ctx.requests
+        fields = " " + fields
     outcome = autocrypt.process_incoming(inner, session.store, now, verified=True)
-    return _autocrypt(session, sender.address, outcome, sender.fingerprint)
-
-
-def _autocrypt(session, sender, outcome, signer):
-    return "autocrypt", f"from={sender} outcome={outcome} signed_by={signer or '-'}"
+    return "autocrypt", f"from={sender.address} outcome={outcome} signed_by={sender.fingerprint}{fields}"
 
 
 def _securejoin(session, handled):
@@ -330,42 +375,105 @@ def _securejoin(session, handled):
     return "securejoin", handled.log_fields()
 
 
-def poll(config, spool, now=None, imap_factory=None, smtp_factory=None, lock_timeout_s=0, welcome=True):
+def poll(config, spool, now=None, imap_factory=None, smtp_factory=None, lock_timeout_s=0, welcome=True,
+         until=None, sleep=time.sleep):
     """Fetch and handle every message in the INBOX (at most MAX_PER_RUN); return a Result,
-    or None when another inbox run holds the lock."""
+    or None when another inbox run holds the lock.
+
+    With ``until`` (POSIX time) keep watching the mailbox until then: after the first
+    pass, wait for the server to report new mail (IDLE) and make a pass for each arrival;
+    without IDLE, a pass every :data:`POLL_S`. The lock is waited for until then, too."""
     if config.account is None:
         raise ConfigError(f"{config.path}: no [account] section: the inbox job needs the camera's mail account")
     if not config.account.imap_host:
         raise ConfigError(f"{config.path}: account.imap_host is not set: the inbox job reads the camera's IMAP "
                           "mailbox (docs/configuration.md)")
-    from .imap import Imap
+    from .imap import Imap, ImapTemporaryError, NoIdle
 
     clock = (lambda: now) if now is not None else time.time
     spool.ensure()
     session = _Session(config, spool, clock, smtp_factory)
     result = session.result
+    wait_s = lock_timeout_s if until is None else max(lock_timeout_s, until - clock())
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(spool.lock("inbox", timeout_s=lock_timeout_s))
+            stack.enter_context(spool.lock("inbox", timeout_s=wait_s))
         except TemporaryError:
             log.info("state=skipped reason=another-inbox-job-running")
             return None
         stack.callback(session.close)
         box = stack.enter_context((imap_factory or Imap)(config.account))
-        for uid, size in box.list()[:MAX_PER_RUN]:
-            if not _one(session, box, uid, size):
+        idle = None
+        while True:
+            more = _pass(session, box)
+            _follow_up(session, welcome, smtp_factory)
+            remaining = (until or 0) - clock()
+            if remaining <= 0:
                 break
-        if result.deleted:
-            box.expunge()
+            if more:
+                continue  # more than MAX_PER_RUN were waiting: the next pass at once
+            try:
+                idle = box.can_idle() if idle is None else idle
+                if idle:
+                    box.idle(remaining)
+                else:
+                    sleep(min(POLL_S, remaining))
+            except NoIdle as exc:
+                idle = False
+                log.warning("imap=%s idle=refused error=%r (polling every %d s instead)", box.where, str(exc), POLL_S)
+                box.connect()
+            except ImapTemporaryError as exc:
+                log.warning("imap=%s state=reconnecting error=%r", box.where, str(exc))
+                sleep(min(RECONNECT_S, max(0.0, until - clock())))
+                box.connect()
         _prune_invites(session)
-    if result.fetched or result.oversize:
-        log.info("state=done fetched=%d deleted=%d kept=%d set_aside=%d dropped=%d joined=%d",
-                 result.fetched, result.deleted, result.kept, result.set_aside, result.dropped, len(result.joined))
-    if welcome and result.joined:
-        send_welcome(config, spool, [address for address, _ in result.joined], clock())
-    if (welcome and result.joined) or (result.keys_changed and spool.items("sets.held")):
-        _run_send(config, smtp_factory)
     return result
+
+
+def _pass(session, box):
+    """Handle what the INBOX holds now; True if more than MAX_PER_RUN were waiting."""
+    from . import armed, replies
+
+    result = session.result
+    before, joined_before = dataclasses.replace(result), len(result.joined)
+    result.passes += 1
+    if result.passes == 1:
+        replies.clean(session.spool, session.now())
+        # Answers a killed run published but did not send: send them now, not at jobs/send's next run.
+        session.send_now = any(p.name.endswith(replies.SUFFIX + replies.SET_SUFFIX)
+                               for p in session.spool.items("sets.ready"))
+    if armed.announce_pending(session.spool, session.now()):  # a change a killed run did not announce
+        session.send_now = True
+    if armed.expire(session.spool, session.now()):  # a disarm ran out: "Armed again" in the chat
+        session.send_now = True
+    listed = box.list()
+    for uid, size in listed[:MAX_PER_RUN]:
+        if not _one(session, box, uid, size):
+            break
+    if result.deleted > before.deleted:
+        box.expunge()
+    if result.fetched > before.fetched or result.oversize > before.oversize:
+        log.info("state=done fetched=%d deleted=%d kept=%d set_aside=%d dropped=%d joined=%d commands=%d",
+                 result.fetched - before.fetched, result.deleted - before.deleted, result.kept - before.kept,
+                 result.set_aside - before.set_aside, result.dropped - before.dropped,
+                 len(result.joined) - joined_before, result.commands - before.commands)
+    return len(listed) > MAX_PER_RUN and result.kept == before.kept
+
+
+def _follow_up(session, welcome, smtp_factory):
+    """After a pass: the welcome for new joiners, and send what the pass queued (answers,
+    held sets released by a new key) now rather than at jobs/send's next run."""
+    result, done, config, spool = session.result, session.done, session.config, session.spool
+    joined = result.joined[len(done.joined):]
+    send = bool(session.send_now or result.answers > done.answers
+                or (result.keys_changed > done.keys_changed and spool.items("sets.held")))
+    session.send_now = False
+    if welcome and joined:
+        send_welcome(config, spool, [address for address, _ in joined], session.now())
+        send = True
+    session.done = dataclasses.replace(result, joined=list(result.joined))
+    if send:
+        _run_send(config, smtp_factory)
 
 
 def _one(session, box, uid, size):
@@ -401,6 +509,7 @@ def _one(session, box, uid, size):
         disposition, detail = "set-aside", f"item={path.name if path else '-'} error={type(exc).__name__}"
     if disposition == "dropped":
         result.dropped += 1
+    checkpoint("inbox.handled")
     box.delete(uid)
     result.deleted += 1
     level = logging.WARNING if disposition in ("set-aside",) or "outcome=rejected" in detail else logging.INFO
@@ -474,17 +583,47 @@ def _run_send(config, smtp_factory=None):
 
 
 # -- the job -----------------------------------------------------------------------------
+def watch_until(now, period_s=PERIOD_S, margin_s=MARGIN_S):
+    """When a run started at ``now`` by a cron line every ``period_s`` should stop watching:
+    ``margin_s`` before the next start, or None (one pass only) if too little is left."""
+    end = (now // period_s + 1) * period_s - margin_s
+    return end if end - now >= MIN_WATCH_S else None
+
+
 def work(config, args=None):
     from .spool import Spool
     if config.account is not None and not config.account.imap_host:
         # IMAP is optional (send-only set-ups); cron runs this job anyway: say it once, quietly.
         log.info("state=skipped reason=no-imap_host")
         return EX_OK
-    poll(config, Spool(config.spool_dir))
+    until = None
+    if args is not None and args.watch:
+        until = watch_until(time.time(), args.period)
+        log.debug("watch=%s", time.strftime("until-%H:%M:%S", time.localtime(until)) if until else "one-pass")
+    poll(config, Spool(config.spool_dir), until=until)
     return EX_OK
+
+
+def _period(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_WATCH_S + MARGIN_S + 1:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, at least {MIN_WATCH_S + MARGIN_S + 1}: {text!r}")
+    return value
+
+
+def _add_arguments(parser):
+    parser.add_argument("--watch", action="store_true",
+                        help="after the first pass, wait for new mail (IMAP IDLE) and handle each arrival at once, "
+                             "until just before cron's next start (the crontab starts it every minute)")
+    parser.add_argument("--period", type=_period, default=PERIOD_S, metavar="SECONDS",
+                        help=f"with --watch: how often cron starts this job (default {PERIOD_S})")
 
 
 def main(argv=None):
     from .runtime import job_main
-    return job_main(PROG, "Read the camera's mailbox: Secure-Join invites, Autocrypt keys; delete processed mail.",
-                    work, argv)
+    return job_main(PROG, "Read the camera's mailbox: invites, keys, commands from the chat; delete processed mail.",
+                    work, argv, _add_arguments)

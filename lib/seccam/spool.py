@@ -38,6 +38,8 @@ STATES = {
     "events.done": "events/done",        # captured; kept events_keep_days for status and heartbeats
     "early.new": "early/new",            # first PIR edges: the cameras may start before motion is confirmed
     "early.active": "early/active",      # claimed by the capture job; removed once confirmed or discarded
+    "requests.new": "requests/new",      # a person's /snap from the chat (seccam.snap), waiting for capture
+    "requests.active": "requests/active",  # claimed by the capture job
     "sets.ready": "sets/ready",          # image sets (plaintext) ready for encryption
     "sets.active": "sets/active",        # claimed by the encrypt step
     "sets.held": "sets/held",            # waiting for a recipient key; reason beside it

@@ -13,6 +13,8 @@ USES_GPG = True
 _LABELS = {
     "events.new": "motion events waiting for capture",
     "events.active": "motion events being captured",
+    "requests.new": "/snap requests waiting for the cameras",
+    "requests.active": "/snap requests being captured",
     "sets.ready": "image sets waiting for encryption",
     "sets.active": "image sets being encrypted",
     "sets.held": "image sets held (see reasons)",
@@ -78,6 +80,14 @@ def _incident_lines(info):
     return lines
 
 
+def _armed_lines(armed):
+    """The armed state, a section of its own (seccam.armed; ``seccam arm``, ``seccam disarm``, /arm, /disarm)."""
+    if armed["armed"]:
+        return [f"armed       {armed['text']}"]
+    return [f"DISARMED    {armed['text']}",
+            f"            motion events since: {armed.get('motion_since', 0)}; arm again: seccam arm (or /arm)"]
+
+
 def _invite_lines(invites):
     if not invites:
         return []
@@ -112,6 +122,7 @@ def render(snap):
     out = _blocker_lines(snap.get("blockers"))
     out.append(f"spool {snap['spool']}")
     out.extend(_outage_lines(snap.get("outage")))
+    out.extend(_armed_lines(snap["armed"]))
     p = snap["poller"]
     if p["alive"]:
         out.append(f"poller      alive (pid {p.get('pid')}, stamp {p['age_s']:g}s old, started {p.get('started')})")
