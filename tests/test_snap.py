@@ -89,6 +89,22 @@ def test_disarmed_a_first_pir_edge_does_not_start_the_cameras(cam):
     assert len(spool.items("events.done")) == 1
 
 
+def test_disarmed_the_push_button_still_sends_pictures_and_motion_beside_it_does_not(cam):
+    cfg, spool = cam
+    armed.change(spool, False, OWNER, "chat")
+    now = time.time()
+    events.record(spool, "pir", [(17, now), (27, now)])
+    events.record(spool, "button", [(22, now + 1)])  # a person at the camera asks for pictures
+    published = capture.process(cfg, spool)
+    [path] = ready(spool, "-alarm")
+    assert published == [path]
+    assert [e["source"] for e in meta_of(path)["events"]] == ["button"]
+    # The motion beside it is recorded, not captured; nothing is left claimed.
+    done = [json.loads(p.read_text())["source"] for p in spool.items("events.done")]
+    assert sorted(done) == ["button", "pir"]
+    assert spool.items("events.new") == spool.items("events.active") == []
+
+
 def test_an_unreadable_request_is_set_aside_and_the_others_are_captured(cam):
     cfg, spool = cam
     spool.write("requests.new", b"{not json", suffix=".json")
