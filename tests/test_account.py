@@ -12,6 +12,7 @@ import tomllib
 
 import pytest
 
+from helpers.readable import repo_for_others
 from helpers.setupkit import configured_address, example_config, relay, seccam  # noqa: F401 - fixture
 from seccam import config as config_mod
 from seccam import dclogin
@@ -330,7 +331,9 @@ def test_show_names_a_password_file_it_cannot_stat_and_check_runs_as_the_spool_o
     assert seccam("account", "new", relay.name, "--ca-file", relay.cafile, config=cfg).returncode == 0
     (short_tmp / "spool").mkdir(exist_ok=True)
     os.chown(short_tmp / "spool", 65534, 65534)
-    check = seccam("account", "check", config=cfg)
+    # The check switches to the spool's owner, who must still be able to import seccam: from a
+    # clone in a 0700 home, the code runs from a copy nobody can read (helpers.readable).
+    check = seccam("account", "check", config=cfg, repo=repo_for_others())
     # nobody cannot read root's 0600 password file: exactly what the jobs would hit, named
     assert check.returncode == 69 and "checking as user nobody" in check.stdout
     assert "IMAP -: FAILED: " in check.stdout and "cannot read password_file: Permission denied" in check.stdout

@@ -191,7 +191,8 @@ def capture_as_nobody(tmp_path, device):
     import json
     import subprocess
     import sys
-    from helpers.coverage_env import REPO, with_coverage
+    from helpers.coverage_env import with_coverage
+    from helpers.readable import coverage_env_for, repo_for_others
     import tempfile
     out = Path(tempfile.mkdtemp(prefix="sccam", dir="/tmp"))  # pytest's tmp_path is closed to other users
     os.chown(out, NOBODY, NOBODY)
@@ -199,7 +200,8 @@ def capture_as_nobody(tmp_path, device):
             "cams = config.parse(sys.argv[1]).cameras; "
             "print(json.dumps([r.error for r in camera.capture_all(cams, sys.argv[2])]))")
     text = BASE + f'[[camera]]\nname = "a"\ndevice = "{device}"\ntimeout_s = 10\n'
-    env = with_coverage({**os.environ, "PYTHONPATH": str(REPO / "lib")})
+    repo = repo_for_others()  # a clone in a 0700 home is closed to nobody: a readable copy of it
+    env = coverage_env_for(repo, with_coverage({**os.environ, "PYTHONPATH": str(repo / "lib")}))
     proc = subprocess.run([sys.executable, "-c", code, text, str(out)], env=env, user=NOBODY, group=NOBODY,
                           extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
     shutil.rmtree(out)

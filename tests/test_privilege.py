@@ -24,7 +24,7 @@ import pytest
 from conftest import ROOT, run_entry
 from helpers.coverage_env import with_coverage
 from helpers.gpghome import OwnerKey, cleanup, new_short_dir
-from helpers.wrappers import wrapper_command
+from helpers.readable import coverage_env_for, repo_for_others
 from seccam import gpg as seccam_gpg
 from seccam import privilege
 from seccam.errors import DataError
@@ -99,7 +99,9 @@ def sudo_seccam(camera, *args, env=None, timeout=120):
 def seccam_as_nobody(*args, config_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUDO_") and k != "SECCAM_CONFIG"}
     env.update({"SECCAM_NO_SYSLOG": "1", **(config_env or {})})
-    return subprocess.run(wrapper_command("bin/seccam", *args), env=with_coverage(env), user=NOBODY.pw_uid,
+    repo = repo_for_others()  # a clone in a 0700 home is closed to nobody: a readable copy of it
+    return subprocess.run([sys.executable, str(repo / "bin/seccam"), *map(str, args)],
+                          env=coverage_env_for(repo, with_coverage(env)), user=NOBODY.pw_uid,
                           group=NOBODY.pw_gid, extra_groups=[], capture_output=True, text=True, timeout=60)
 
 
@@ -109,7 +111,8 @@ def ok(proc):
 
 
 def service_user_can_read(path):
-    probe = subprocess.run([sys.executable, "-c", f"open({str(path)!r}, 'rb')"], user=NOBODY.pw_uid,
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}  # nothing of ours runs
+    probe = subprocess.run([sys.executable, "-c", f"open({str(path)!r}, 'rb')"], env=env, user=NOBODY.pw_uid,
                            group=NOBODY.pw_gid, extra_groups=[], capture_output=True, timeout=30)
     return probe.returncode == 0
 

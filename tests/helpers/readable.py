@@ -11,7 +11,8 @@ tests/run after the coverage reports), else under /tmp (removed at the process's
 Coverage follows the copy: its top holds ``.seccam-copy-of`` naming this checkout, which
 tests/shcov.py reads to count bash lines run from the copy as the checkout's; coverage.py maps
 the copy's files back through the ``[paths]`` section of .coveragerc (a process run from the copy
-gets ``SECCAM_COV_ROOT`` set to the copy by :func:`coverage_env_for`).
+gets ``SECCAM_COV_ROOT`` set to the copy by :func:`coverage_env_for`, and the copy's .coveragerc:
+a process that starts as another user cannot read the checkout's).
 """
 
 import atexit
@@ -27,7 +28,7 @@ MARKER = ".seccam-copy-of"
 COPY_PREFIX = "sc-repo-"
 # What a process started from the copy may need: the code and its data, and the bash hook.
 _WHAT = ("install.sh", "crontab", "README.md", "bin", "jobs", "lib", "docs", "tests/shcov-env.bash",
-         "tests/distro")
+         "tests/distro", ".coveragerc")
 _copy = None
 
 
@@ -78,6 +79,8 @@ def coverage_env_for(repo, env):
     if Path(repo) != REPO:
         if "SECCAM_COV_ROOT" in env:
             env["SECCAM_COV_ROOT"] = str(repo)
+        if "COVERAGE_PROCESS_START" in env:
+            env["COVERAGE_PROCESS_START"] = str(Path(repo) / ".coveragerc")
         if "BASH_ENV" in env:
             env["BASH_ENV"] = str(Path(repo) / "tests" / "shcov-env.bash")
     return env

@@ -17,6 +17,7 @@ import pytest
 
 from .coverage_env import REPO, with_coverage
 from .relay import ChatmailRelay
+from .readable import coverage_env_for
 
 EXAMPLE = REPO / "docs" / "example.toml"
 
@@ -45,14 +46,17 @@ def configured_address(path):
     return match.group(1) if match else None
 
 
-def seccam(*args, config, stdin=None, env=None, timeout=120):
-    """Run bin/seccam with ``--config``, logs at debug level on stderr (SECCAM_LOG_STDERR, -v)."""
+def seccam(*args, config, stdin=None, env=None, timeout=120, repo=REPO):
+    """Run bin/seccam with ``--config``, logs at debug level on stderr (SECCAM_LOG_STDERR, -v);
+    from ``repo`` (helpers.readable's copy for a command that switches to another user)."""
     full = with_coverage(dict(os.environ))
     full.pop("SECCAM_CONFIG", None)
     full.update({"SECCAM_NO_SYSLOG": "1", "SECCAM_LOG_STDERR": "1"})
     full.update(env or {})
-    return subprocess.run([sys.executable, str(REPO / "bin/seccam"), "--config", str(config), "-v", *map(str, args)],
-                          input=stdin, capture_output=True, text=True, env=full, timeout=timeout)
+    return subprocess.run([sys.executable, str(Path(repo) / "bin/seccam"), "--config", str(config), "-v",
+                           *map(str, args)],
+                          input=stdin, capture_output=True, text=True, env=coverage_env_for(repo, full),
+                          timeout=timeout)
 
 
 @pytest.fixture
