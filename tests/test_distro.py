@@ -26,7 +26,7 @@ def test_usage_errors_exit_64_and_say_what_is_wrong(args, said):
 def test_help_says_what_a_run_does():
     result = run_bash("tests/distro", "--help")
     assert result.returncode == 0
-    for said in ("sudo tests/distro trixie --arch arm64", "--only WHAT", "--prepare", "0700 home",
+    for said in ("sudo tests/distro trixie --arch arm64", "--only WHAT", "--prepare", "--tools", "0700 home",
                  "env -i", "update-ca-certificates"):
         assert said in result.stdout, said
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_entry
+from conftest import run_entry
 from helpers.coverage_env import with_coverage
 from helpers.gpghome import OwnerKey, cleanup, new_short_dir
 from helpers.readable import coverage_env_for, repo_for_others
@@ -92,8 +92,10 @@ def camera():
 
 
 def sudo_seccam(camera, *args, env=None, timeout=120):
+    # The command switches to the service user, who must still be able to import seccam: from a
+    # clone in a 0700 home, the code runs from a copy nobody can read (helpers.readable).
     return run_entry("bin/seccam", *args, "--config", camera / "seccam.toml", env={**SUDO, **(env or {})},
-                     timeout=timeout)
+                     timeout=timeout, repo=repo_for_others())
 
 
 def seccam_as_nobody(*args, config_env=None):
@@ -201,8 +203,10 @@ def test_termination_reaches_the_command_and_its_unfilled_files_are_removed(came
     config.write_text(config.read_text().split("[[camera]]")[0]
                       + f'[[camera]]\nname = "hang"\ndevice = "raw:{fifo}"\npalette = "RGB24"\ntimeout_s = 60\n')
     keep = camera / "home" / "keep"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "seccam"), "cameras", "--keep", str(keep),
-                             "--config", str(config)], env={**os.environ, **SUDO, "SECCAM_NO_SYSLOG": "1"},
+    repo = repo_for_others()
+    proc = subprocess.Popen([sys.executable, str(repo / "bin" / "seccam"), "cameras", "--keep", str(keep),
+                             "--config", str(config)],
+                            env=coverage_env_for(repo, {**os.environ, **SUDO, "SECCAM_NO_SYSLOG": "1"}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not list(keep.glob("hang-*")) and time.monotonic() < deadline:
@@ -352,6 +356,32 @@ def test_an_agent_that_cannot_be_signalled_or_will_not_stop_is_reported(monkeypa
         assert "Operation not permitted" in caplog.text
     finally:
         cleanup(home)
+
+
+def test_an_agent_that_outlives_its_sigterm_gets_gnupgs_forced_shutdown(monkeypatch, seccam_log):
+    """GnuPG 2.4: an agent that got SIGTERM while serving never exits; the third SIGTERM ends it.
+    A stand-in process that behaves so (real signals) is stopped, and reported as forced."""
+    code = ("import signal, sys, time\n"
+            "n = 0\n"
+            "def term(*_):\n"
+            "    global n\n"
+            "    n += 1\n"
+            "    if n == 3: sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, term)\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")})
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        monkeypatch.setattr(seccam_gpg, "agent_pid", lambda h: proc.pid)
+        monkeypatch.setattr(seccam_gpg, "_running", lambda pid: proc.poll() is None)
+        assert seccam_gpg.stop_agent("/nonexistent", timeout_s=0.2) == proc.pid
+        assert proc.wait(5) == 0  # it took exactly three SIGTERMs
+        assert f"pid={proc.pid} forced=after-0.2s" in seccam_log.text
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_the_agent_probe_survives_a_missing_gpg_connect_agent(monkeypatch, tmp_path, seccam_log):

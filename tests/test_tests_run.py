@@ -72,8 +72,9 @@ def test_missing_package_is_installed_with_daemons_blocked(tmp_path):
                          "ensure_apt_packages")
     assert result.returncode == 0, result.stderr
     assert log.splitlines() == [
-        "apt-get update -qq", "policy=101", "frontend=noninteractive",
-        "apt-get install -y -qq --no-install-recommends seccam-no-such-package",
+        # DPkg::Lock::Timeout: a run beside another apt (.ci/run's rootfs runs set up) waits for the lock
+        "apt-get -o DPkg::Lock::Timeout=600 update -qq", "policy=101", "frontend=noninteractive",
+        "apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends seccam-no-such-package",
         "policy=101", "frontend=noninteractive",
     ]
     assert not POLICY_RC_D.exists()
