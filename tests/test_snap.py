@@ -105,6 +105,31 @@ def test_disarmed_the_push_button_still_sends_pictures_and_motion_beside_it_does
     assert spool.items("events.new") == spool.items("events.active") == []
 
 
+@pytest.mark.parametrize("how", ["arm", "disarm-ran-out", "none"])
+def test_arming_again_ends_the_running_incident_so_the_next_motion_is_an_alarm(cam, how):
+    cfg, spool = cam
+    assert cfg.incident.gap_s >= 300  # the default: the motion below is well within the gap
+    t0 = time.time() - 120
+    events.record(spool, "pir", [(17, t0), (27, t0)], when=t0)
+    capture.process(cfg, spool, now=lambda: t0 + 1)
+    assert len(ready(spool, "-alarm")) == 1  # the incident's first alarm
+    if how == "arm":
+        armed.change(spool, False, OWNER, "chat", now=t0 + 10)
+        armed.change(spool, True, BOB, "chat", now=t0 + 60)
+    elif how == "disarm-ran-out":
+        armed.change(spool, False, OWNER, "chat", until=t0 + 60, now=t0 + 10)
+    events.record(spool, "pir", [(17, t0 + 90), (27, t0 + 90)], when=t0 + 90)
+    capture.process(cfg, spool, now=lambda: t0 + 91)
+    if how == "none":  # the same motion without a disarm in between: part of the incident
+        assert len(ready(spool, "-alarm")) == 1 and len(spool.items("incidents.open")) == 1
+        return
+    assert len(ready(spool, "-alarm")) == 2
+    # The old incident is ending (its summary follows); the new one is open.
+    [closing] = spool.items("incidents.closing")
+    [opened] = spool.items("incidents.open")
+    assert closing.name < opened.name
+
+
 def test_an_unreadable_request_is_set_aside_and_the_others_are_captured(cam):
     cfg, spool = cam
     spool.write("requests.new", b"{not json", suffix=".json")

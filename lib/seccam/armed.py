@@ -158,6 +158,16 @@ def is_armed(spool, now=None):
     return current(spool, now).armed
 
 
+def armed_since(spool, now=None):
+    """When the camera was armed again after its last disarm (POSIX time), or None: never
+    disarmed, or disarmed now. Motion after it is a new incident (seccam.incident.route): a
+    person who arms the camera expects an alarm for the next motion, not an update."""
+    state = current(spool, now)
+    if not state.armed or state.error or state.changed is None:
+        return None
+    return state.until if state.expired else state.changed
+
+
 # -- durations ------------------------------------------------------------------------
 def parse_duration(text):
     """Seconds in ``2h``, ``30m``, ``1h30m``, ``1d``, ``90min``; BadTime otherwise."""

@@ -99,8 +99,9 @@ def process(config, spool, now=time.time, while_waiting=None):
                 if path is not None:
                     while_waiting = None
                     published.append(path)
+            armed_since = armed.armed_since(spool, now())
             for group in incident.groups(claimed, config.sensors.cooldown_s):
-                route = incident.route(config, spool, group)
+                route = incident.route(config, spool, group, armed_since)
                 set_id = route.set_id
                 if route.captured(spool):
                     log.info("set=%s already captured; marking events done", set_id)

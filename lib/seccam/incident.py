@@ -22,11 +22,14 @@ groups them into *incidents* and owns the incident states of the spool:
 * A person asking for pictures is not motion: events whose source is in
   :data:`REQUESTED_SOURCES` (the push button) are always an alarm set at once,
   never part of an incident and never extending one, and are never merged
-  with motion into one capture. A new way of asking (``/snap``) records its
-  event with a source of its own and adds that source to
-  :data:`REQUESTED_SOURCES` (and to ``seccam.events.SOURCES``); nothing else
-  changes. ``seccam trigger`` records motion (source ``trigger``), so the
-  incident rules apply to it.
+  with motion into one capture. A ``/snap`` from the chat is a request of its
+  own (``requests/``, seccam.snap), never an event: it is captured as a
+  ``snap`` set and never touches an incident. ``seccam trigger`` records
+  motion (source ``trigger``), so the incident rules apply to it.
+* Arming the camera again ends the running incident: the next motion is a new
+  incident with its own first alarm (seccam.armed.armed_since). While the
+  camera is disarmed nothing is captured for motion, so an open incident ends
+  when its gap has passed, as always.
 
 The ID of an incident is the name of its first motion event, so every set
 made from it sorts together: ``ID-alarm``, ``ID-closing``, ``ID-updateNNN``.
@@ -233,6 +236,7 @@ class Route:
     into: Path | None = None
     opens: str | None = None
     closes: Path | None = None   # the open incident whose gap has passed: closed before ``opens`` opens
+    why: str = "new motion after the gap"  # why ``closes`` is closed
 
     def captured(self, spool):
         """True if this group was captured already (a rerun after a kill)."""
@@ -255,13 +259,14 @@ def groups(claimed, cooldown_s):
     return sorted(out, key=lambda g: g[0]["ts"])
 
 
-def route(config, spool, group):
+def route(config, spool, group, armed_since=None):
     """Decide where the capture of ``group`` goes (call under the capture lock). Reads only.
 
     A group that starts a new incident closes the open one first (``closes``):
     at most one incident is open, and an incident never absorbs motion after
-    its gap. The caller does that bookkeeping with :func:`during_capture` and
-    :func:`after_capture`.
+    its gap, nor motion after the camera was armed again (``armed_since``,
+    seccam.armed.armed_since: whoever arms it expects an alarm). The caller
+    does that bookkeeping with :func:`during_capture` and :func:`after_capture`.
     """
     name = group[0]["_path"].name.removesuffix(".json")
     if is_requested(group) or config.incident.gap_s <= 0:
@@ -270,7 +275,10 @@ def route(config, spool, group):
     if inc is not None:
         if inc.name == name:  # this group opened it: a rerun after a kill
             return Route("alarm", f"{name}-alarm", opens=name)
-        if group[0]["ts"] - load(inc, captures=False).last_motion < config.incident.gap_s:
+        last = load(inc, captures=False).last_motion
+        if armed_since is not None and last < armed_since:
+            return Route("alarm", f"{name}-alarm", opens=name, closes=inc, why="armed again")
+        if group[0]["ts"] - last < config.incident.gap_s:
             return Route(CAPTURE_KIND, f"{name}-{CAPTURE_KIND}", into=inc)
         return Route("alarm", f"{name}-alarm", opens=name, closes=inc)
     return Route("alarm", f"{name}-alarm", opens=name)
@@ -279,7 +287,7 @@ def route(config, spool, group):
 def _bookkeeping(spool, route, group, now):
     """Close the stale incident and open the new one of an alarm's route (idempotent)."""
     if route.closes is not None and route.closes.exists():
-        close(spool, route.closes, "new motion after the gap")
+        close(spool, route.closes, route.why)
     if route.opens:
         open_incident(spool, route.opens, group, now)
 
