@@ -44,11 +44,14 @@ def drive(poller, factory):
             break
         level, pin = words[0], int(words[1])
         mock = factory.pin(pin)
+        # The edge's time is taken before the pin changes: the poller may log what the edge
+        # made (an early event) before this thread prints its line.
+        t = time.monotonic()
         if level == "high":
             mock.drive_high()
         else:
             mock.drive_low()
-        emit(f"edge {pin} {level} {time.monotonic():.6f}")
+        emit(f"edge {pin} {level} {t:.6f}")
     poller.request_stop("stdin")
 
 
