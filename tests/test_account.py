@@ -332,7 +332,7 @@ def test_show_names_a_password_file_it_cannot_stat_and_check_runs_as_the_spool_o
     (short_tmp / "spool").mkdir(exist_ok=True)
     os.chown(short_tmp / "spool", 65534, 65534)
     # The check switches to the spool's owner, who must still be able to import seccam: from a
-    # clone in a 0700 home, the code runs from a copy nobody can read (helpers.readable).
+    # clone in a 0700 home, the code runs from a copy that the user nobody can read (helpers.readable).
     check = seccam("account", "check", config=cfg, repo=repo_for_others())
     # nobody cannot read root's 0600 password file: exactly what the jobs would hit, named
     assert check.returncode == 69 and "checking as user nobody" in check.stdout

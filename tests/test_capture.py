@@ -269,7 +269,7 @@ def test_root_works_in_the_spool_as_its_owner(short_tmp, run):
     os.chmod(short_tmp, 0o755)
     cfg_path.chmod(0o644)
     # The command switches to the spool's owner, who must still be able to import seccam: from a
-    # clone in a 0700 home, the code runs from a copy nobody can read (helpers.readable).
+    # clone in a 0700 home, the code runs from a copy that the user nobody can read (helpers.readable).
     proc = run("bin/seccam", "trigger", config=cfg_path, repo=repo_for_others())
     assert proc.returncode == 0, proc.stderr
     [event] = spool.items("events.new")

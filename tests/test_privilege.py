@@ -93,7 +93,7 @@ def camera():
 
 def sudo_seccam(camera, *args, env=None, timeout=120):
     # The command switches to the service user, who must still be able to import seccam: from a
-    # clone in a 0700 home, the code runs from a copy nobody can read (helpers.readable).
+    # clone in a 0700 home, the code runs from a copy that the user nobody can read (helpers.readable).
     return run_entry("bin/seccam", *args, "--config", camera / "seccam.toml", env={**SUDO, **(env or {})},
                      timeout=timeout, repo=repo_for_others())
 
