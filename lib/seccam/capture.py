@@ -85,12 +85,11 @@ def process(config, spool, now=time.time, while_waiting=None):
                 for ev in early:
                     spool.remove(ev["_path"])  # a first PIR edge: the cameras stay off while disarmed
                     log.info("early=%s state=removed reason=disarmed", ev["_path"].name)
-                asked = [ev for ev in claimed if ev.get("source") in incident.REQUESTED_SOURCES]
-                for ev in claimed:
-                    if ev.get("source") not in incident.REQUESTED_SOURCES:
-                        spool.move(ev["_path"], "events.done")
-                        log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
-                claimed, early = asked, []  # the push button is a person asking: served, armed or not
+                claimed, motion = incident.split(claimed)  # the push button is a person asking: served
+                for ev in motion:
+                    spool.move(ev["_path"], "events.done")
+                    log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
+                early = []
                 if not claimed:
                     continue
             for ev in early:

@@ -250,11 +250,16 @@ def is_requested(group):
     return all(e.get("source") in REQUESTED_SOURCES for e in group)
 
 
+def split(claimed):
+    """``(requested, motion)``: the events a person asked for (the push button), and the rest."""
+    requested = [e for e in claimed if e.get("source") in REQUESTED_SOURCES]
+    return requested, [e for e in claimed if e.get("source") not in REQUESTED_SOURCES]
+
+
 def groups(claimed, cooldown_s):
     """Events coalesced into captures (seccam.events.coalesce), a person's requests never
     merged with motion, in time order."""
-    requested = [e for e in claimed if e.get("source") in REQUESTED_SOURCES]
-    motion = [e for e in claimed if e.get("source") not in REQUESTED_SOURCES]
+    requested, motion = split(claimed)
     out = events.coalesce(motion, cooldown_s) + events.coalesce(requested, cooldown_s)
     return sorted(out, key=lambda g: g[0]["ts"])
 
