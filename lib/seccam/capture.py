@@ -24,8 +24,9 @@ incident are kept in it, and now and then one becomes an update. A set's ID is
 derived from its first event, so a run killed after publishing a set but
 before marking its events done does not capture them again.
 
-After releasing the lock the job hands the new sets to the encrypt step, so
-the plaintext images spend as little time on disk as possible.
+Before releasing the lock the job hands the new sets to the encrypt step, so
+the plaintext images spend as little time on disk as possible, and a
+jobs/send that watches for them never sees the hand-over as the end.
 
 The job has no network (its sandbox); delivery is jobs/send's. So that
 delivery does not start only once the first message is encrypted, the job
@@ -60,66 +61,70 @@ def process(config, spool, now=time.time, while_waiting=None):
     ``while_waiting`` runs while the first capture's cameras expose (see
     camera.capture_all)."""
     spool.ensure()
-    published = []
     with spool.lock("capture", timeout_s=LOCK_WAIT_S):
-        recovered = spool.recover("events.active", "events.new") + spool.recover("early.active", "early.new")
-        if recovered:
-            log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
-        spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
-        spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
-        incident.recover(spool)
-        snap.recover(spool)
-        while True:
-            requested = snap.capture_all(config, spool, now, while_waiting)  # a person asked: first, armed or not
+        return _process_locked(config, spool, now, while_waiting)
+
+
+def _process_locked(config, spool, now, while_waiting):
+    published = []
+    recovered = spool.recover("events.active", "events.new") + spool.recover("early.active", "early.new")
+    if recovered:
+        log.warning("recovered=%d state=events.new reason=interrupted-run", len(recovered))
+    spool.clean_tmp(imageset.SET_SUFFIX)          # half-built sets of a dead run: ours, we hold the lock
+    spool.clean_tmp(".json", TMP_MAX_AGE_S)       # event writes abandoned by a dead writer
+    incident.recover(spool)
+    snap.recover(spool)
+    while True:
+        requested = snap.capture_all(config, spool, now, while_waiting)  # a person asked: first, armed or not
+        if requested:
+            while_waiting = None
+            published += requested
+        claimed = _claim_all(spool)
+        early = _early.claim_all(spool)
+        if not claimed and not early:
             if requested:
-                while_waiting = None
-                published += requested
-            claimed = _claim_all(spool)
-            early = _early.claim_all(spool)
-            if not claimed and not early:
-                if requested:
-                    continue
-                break
-            checkpoint("capture.claimed")
-            if not armed.is_armed(spool, now()):  # the one place where the armed state decides
-                for ev in early:
-                    spool.remove(ev["_path"])  # a first PIR edge: the cameras stay off while disarmed
-                    log.info("early=%s state=removed reason=disarmed", ev["_path"].name)
-                claimed, motion = incident.split(claimed)  # the push button is a person asking: served
-                for ev in motion:
-                    spool.move(ev["_path"], "events.done")
-                    log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
-                early = []
-                if not claimed:
-                    continue
+                continue
+            break
+        checkpoint("capture.claimed")
+        if not armed.is_armed(spool, now()):  # the one place where the armed state decides
             for ev in early:
-                path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
-                                      while_waiting=while_waiting)
-                if path is not None:
-                    while_waiting = None
-                    published.append(path)
-            armed_since = armed.armed_since(spool, now())
-            for group in incident.groups(claimed, config.sensors.cooldown_s):
-                route = incident.route(config, spool, group, armed_since)
-                set_id = route.set_id
-                if route.captured(spool):
-                    log.info("set=%s already captured; marking events done", set_id)
-                else:
-                    hook = incident.during_capture(spool, route, group, now(),
-                                                   while_waiting if route.kind == "alarm" else None)
-                    path, _ = imageset.capture(config, spool, route.kind, set_id, group, now=now(),
-                                               while_waiting=hook, into=route.into)
-                    if route.kind == "alarm":
-                        while_waiting = None  # once is enough
-                    published.append(path)
-                    checkpoint("capture.published")
-                published += incident.after_capture(config, spool, route, group, now())
-                for ev in group:
-                    spool.move(ev["_path"], "events.done")
-                    log.info("event=%s state=events.done set=%s", ev["_path"].name, set_id)
-                    checkpoint("capture.event-done")
-        incident.close_stale(config, spool, now())
-        _prune_done(config, spool, now())
+                spool.remove(ev["_path"])  # a first PIR edge: the cameras stay off while disarmed
+                log.info("early=%s state=removed reason=disarmed", ev["_path"].name)
+            claimed, motion = incident.split(claimed)  # the push button is a person asking: served
+            for ev in motion:
+                spool.move(ev["_path"], "events.done")
+                log.info("event=%s state=events.done reason=disarmed", ev["_path"].name)
+            early = []
+            if not claimed:
+                continue
+        for ev in early:
+            path = _early.capture(config, spool, ev, claimed, lambda: _claim_all(spool), now=now,
+                                  while_waiting=while_waiting)
+            if path is not None:
+                while_waiting = None
+                published.append(path)
+        armed_since = armed.armed_since(spool, now())
+        for group in incident.groups(claimed, config.sensors.cooldown_s):
+            route = incident.route(config, spool, group, armed_since)
+            set_id = route.set_id
+            if route.captured(spool):
+                log.info("set=%s already captured; marking events done", set_id)
+            else:
+                hook = incident.during_capture(spool, route, group, now(),
+                                               while_waiting if route.kind == "alarm" else None)
+                path, _ = imageset.capture(config, spool, route.kind, set_id, group, now=now(),
+                                           while_waiting=hook, into=route.into)
+                if route.kind == "alarm":
+                    while_waiting = None  # once is enough
+                published.append(path)
+                checkpoint("capture.published")
+            published += incident.after_capture(config, spool, route, group, now())
+            for ev in group:
+                spool.move(ev["_path"], "events.done")
+                log.info("event=%s state=events.done set=%s", ev["_path"].name, set_id)
+                checkpoint("capture.event-done")
+    incident.close_stale(config, spool, now())
+    _prune_done(config, spool, now())
     return published
 
 
@@ -193,11 +198,15 @@ def hand_to_encrypt(config, spool, crypto=None):
 
 
 def work(config, args):
-    spool = Spool(config.spool_dir)
+    spool = Spool(config.spool_dir).ensure()
     prewarm = None if args.no_encrypt else Prewarm(config, spool)
-    published = process(config, spool, while_waiting=prewarm)
-    if published and prewarm is not None:
-        return hand_to_encrypt(config, spool, prewarm.crypto)
+    with spool.lock("capture", timeout_s=LOCK_WAIT_S):
+        published = _process_locked(config, spool, time.time, prewarm)
+        # Encrypted before the lock is released: jobs/send watches while the capture or the
+        # encrypt lock is held, and must never find neither held before the pictures are in
+        # the outbox (it would end, and the messages wait for the next send run).
+        if published and prewarm is not None:
+            return hand_to_encrypt(config, spool, prewarm.crypto)
     return 0
 
 
