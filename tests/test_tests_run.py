@@ -135,3 +135,38 @@ def test_another_release_gets_a_warning_and_the_tests_run_anyway(tmp_path):
         results[version] = result.stderr
     assert results["13"] == results["12"] == ""
     assert "not Debian 13 (trixie) or 12 (bookworm)" in results["11"] and "VERSION_ID=11" in results["11"]
+
+
+def _workers(tmp_path, *args, cpus="2", setting=None):
+    """WORKER_ARGS that tests/run gives the main pass for ARGS, with ``cpus`` CPUs (a stand-in
+    nproc) and SECCAM_TEST_WORKERS=``setting``; (exit status, args, stderr)."""
+    stub = tmp_path / "bin" / "nproc"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text(f"#!/bin/sh\necho {cpus}\n")
+    stub.chmod(0o755)
+    quoted = " ".join("'" + a + "'" for a in args)
+    assign = "unset SECCAM_TEST_WORKERS" if setting is None else f"SECCAM_TEST_WORKERS='{setting}'"
+    result, _ = _drive(tmp_path, ["bash"], f"{assign}\nset_worker_args {quoted}\n"
+                                           "printf '%s\\n' \"${WORKER_ARGS[@]}\"")
+    return result.returncode, result.stdout.split(), result.stderr
+
+
+def test_the_main_pass_runs_one_worker_per_cpu_each_taking_whole_files(tmp_path):
+    assert _workers(tmp_path) == (0, ["-n", "2", "--dist", "loadfile"], "")
+    assert _workers(tmp_path, "-q", "-k", "crontab", cpus="16")[1] == ["-n", "4", "--dist", "loadfile"]
+    assert _workers(tmp_path, cpus="1")[1] == []  # one CPU: no worker processes at all
+
+
+def test_the_number_of_workers_can_be_chosen_and_a_bad_one_is_refused(tmp_path):
+    assert _workers(tmp_path, setting="3", cpus="1")[1] == ["-n", "3", "--dist", "loadfile"]
+    assert _workers(tmp_path, setting="0")[1] == [] and _workers(tmp_path, setting="1")[1] == []
+    status, args, stderr = _workers(tmp_path, setting="many")
+    assert status == 1 and args == []
+    assert stderr.strip() == "tests/run: error: SECCAM_TEST_WORKERS=many: expected a number of workers (0 or 1: none)"
+
+
+@pytest.mark.parametrize("given", [["-n", "3"], ["-n0"], ["--numprocesses=auto"], ["--dist", "load"],
+                                   ["-p", "no:xdist"], ["-pno:xdist"], ["--pdb"], ["--trace"], ["-s"],
+                                   ["--capture=no"], ["-x", "tests/test_gpg.py", "--pdb"]])
+def test_arguments_that_choose_workers_or_need_one_process_are_left_as_given(tmp_path, given):
+    assert _workers(tmp_path, *given) == (0, [], "")
