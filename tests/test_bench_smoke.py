@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from helpers.coverage_env import with_coverage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,23 +178,32 @@ def test_idle_measures_the_poller_beside_its_floor_and_the_poller_has_one_thread
 def test_a_stopped_benchmark_leaves_no_poller_or_job_running(short_tmp):
     """SIGTERM to the benchmark while its poller runs: the benchmark stops every entry point it
     started (the poller exits on SIGTERM) and no process of it is left in its group."""
-    proc = subprocess.Popen([sys.executable, str(BENCH), "--quick", "--no-write"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=with_coverage(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + HUNG_S
-        poller = None
-        while poller is None and proc.poll() is None and time.monotonic() < deadline:
-            poller = _poller_in_group(proc.pid)
-            time.sleep(0.02)
-        assert poller, "the benchmark never started bin/seccam-poller"
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=HUNG_S)
-        assert "stopped by SIGTERM" in stderr and "ignored SIGTERM" not in stderr, stderr[-2000:]
-        assert not Path(f"/proc/{poller}").exists() or _zombie(poller)
-        assert _group_members(proc.pid) == []
-    finally:
-        _end_group(proc.pid)
+    # The poller runs only until its first liveness stamp, a few hundred ms; a watcher starved of
+    # CPU (the suite beside other runs) can miss that. A benchmark that went on to finish is run
+    # again, at most 3 times; one that failed fails the test.
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(BENCH), "--quick", "--no-write"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=with_coverage(), start_new_session=True)
+        try:
+            deadline = time.monotonic() + HUNG_S
+            poller = None
+            while poller is None and proc.poll() is None and time.monotonic() < deadline:
+                poller = _poller_in_group(proc.pid)
+                time.sleep(0.005)
+            if poller is None:
+                _, stderr = proc.communicate(timeout=HUNG_S)
+                assert proc.returncode == 0, f"the benchmark failed: {stderr[-2000:]}"
+                continue  # it finished: the window was missed
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=HUNG_S)
+            assert "stopped by SIGTERM" in stderr and "ignored SIGTERM" not in stderr, stderr[-2000:]
+            assert not Path(f"/proc/{poller}").exists() or _zombie(poller)
+            assert _group_members(proc.pid) == []
+            return
+        finally:
+            _end_group(proc.pid)
+    pytest.fail("3 benchmark runs went by without the watcher seeing their poller")
 
 
 def _group_members(pgid):
