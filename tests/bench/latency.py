@@ -465,6 +465,9 @@ def importtime_once(cam1, sink):
     stamp.unlink(missing_ok=True)
     poller = Proc("poller", [str(ROOT / "bin/seccam-poller")],
                   job_env(cam1, {"PYTHONPROFILEIMPORTTIME": "1", "GPIOZERO_PIN_FACTORY": "mock"}))
+    # Said so that whoever runs the benchmark (tests/test_bench_smoke.py) can stop it while a
+    # resident process of it runs.
+    print(f"latency: poller started (pid {poller.proc.pid})", file=sys.stderr, flush=True)
     deadline = time.monotonic() + 20
     while not stamp.exists() and poller.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
