@@ -7,6 +7,7 @@ its arguments and whether the policy-rc.d guard was in place.
 """
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,7 @@ def test_an_existing_policy_rc_d_is_left_alone(tmp_path):
 
 def _args_of(tmp_path, *args):
     """What gpiozero2_args makes of tests/run's ARGS (run from the repository root)."""
-    quoted = " ".join("'" + a + "'" for a in args)
-    result, _ = _drive(tmp_path, ["bash"], f"cd {REPO}; gpiozero2_args {quoted}")
+    result, _ = _drive(tmp_path, ["bash"], f"cd {REPO}; gpiozero2_args {shlex.join(args)}")
     assert result.returncode == 0, result.stderr
     return [arg for arg in result.stdout.split("\0") if arg]
 
@@ -140,13 +140,12 @@ def test_another_release_gets_a_warning_and_the_tests_run_anyway(tmp_path):
 def _workers(tmp_path, *args, cpus="2", setting=None):
     """WORKER_ARGS that tests/run gives the main pass for ARGS, with ``cpus`` CPUs (a stand-in
     nproc) and SECCAM_TEST_WORKERS=``setting``; (exit status, args, stderr)."""
-    stub = tmp_path / "bin" / "nproc"
+    stub = tmp_path / "bin" / "nproc"  # _drive's stub directory, first on PATH
     stub.parent.mkdir(exist_ok=True)
     stub.write_text(f"#!/bin/sh\necho {cpus}\n")
     stub.chmod(0o755)
-    quoted = " ".join("'" + a + "'" for a in args)
     assign = "unset SECCAM_TEST_WORKERS" if setting is None else f"SECCAM_TEST_WORKERS='{setting}'"
-    result, _ = _drive(tmp_path, ["bash"], f"{assign}\nset_worker_args {quoted}\n"
+    result, _ = _drive(tmp_path, ["bash"], f"{assign}\nset_worker_args {shlex.join(args)}\n"
                                            "printf '%s\\n' \"${WORKER_ARGS[@]}\"")
     return result.returncode, result.stdout.split(), result.stderr
 
